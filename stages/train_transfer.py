@@ -1,0 +1,34 @@
+"""Stage train_transfer: fine-tune an ImageNet backbone (params `model`) with a fresh landmark head."""
+from __future__ import annotations
+
+import json
+
+from landmarks.models import FREEZE_POLICIES, available_models
+from landmarks.train import train_classifier
+from landmarks.transforms import AUGMENT_PRESETS
+from stages.common import check_choice, load_params, train_arguments, train_config
+
+STAGE = "train_transfer"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = train_arguments(__doc__).parse_args(argv)
+    params = load_params()
+    p = params[STAGE]
+    model = check_choice("model", params["model"], [m for m in available_models() if m not in ("paper", "vgg")])
+    freeze = check_choice(f"{STAGE}.freeze", p["freeze"], FREEZE_POLICIES)
+    augment = check_choice(f"{STAGE}.augment", p["augment"], AUGMENT_PRESETS)
+    # A fully frozen backbone gives the same features every epoch: compute them once.
+    config = train_config(p, seed=params["seed"], stage=STAGE, cache_features=freeze == "all")
+    stats = json.loads(open(args.stats).read())
+    train_classifier(
+        arch=model,
+        arch_kwargs={"pretrained": bool(p["pretrained"]), "freeze": freeze, "dropout": p["dropout"]},
+        splits_dir=args.splits, images_dir=args.images, mean=stats["mean"], std=stats["std"],
+        image_size=p["image_size"], augment=augment, config=config, out_path=args.out,
+        live_dir=args.live, resume_path=args.resume, params={"seed": params["seed"], "model": model, **p},
+    )
+
+
+if __name__ == "__main__":
+    main()
