@@ -1,0 +1,60 @@
+"""Stage export_torchscript: the transfer model as one TorchScript file that needs only torch to run.
+
+The predictor is verified before it is written: on up to CHECK_IMAGES test images it must match
+the eager model within 1e-5, and it must load and run in a fresh interpreter that imports only torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from torchvision.transforms.functional import pil_to_tensor
+
+from landmarks.checkpoint import load_checkpoint
+from landmarks.data import image_path, read_split
+from landmarks.export import export_predictor, file_sha256
+from landmarks.imageio import ImageError, decode_image
+from stages.common import log
+
+CHECK_IMAGES = 64
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="checkpoint to export")
+    parser.add_argument("--tagging", required=True, help="tagging.json written by the evaluate stage for this checkpoint")
+    parser.add_argument("--splits", required=True, help="folder with test.csv (images used to check the export)")
+    parser.add_argument("--images", required=True, help="image root: <images>/<landmark_id>/<id>.jpg")
+    parser.add_argument("--out", required=True, help="predictor file to write")
+    args = parser.parse_args(argv)
+
+    model, ckpt = load_checkpoint(args.model)
+    with open(args.tagging) as f:
+        tagging = json.load(f)
+    if "threshold" not in tagging:
+        raise SystemExit(f"error: {args.tagging} has no threshold; run the evaluate stage first")
+    expected = tagging.get("model_sha256")
+    if expected and expected != file_sha256(args.model):
+        raise SystemExit(f"error: {args.tagging} was computed for another checkpoint than {args.model}; re-run evaluate")
+
+    # Spread the check images over the whole test split (it is ordered by class).
+    frame = read_split(args.splits, "test")
+    rows = frame.iloc[np.unique(np.linspace(0, len(frame) - 1, num=min(CHECK_IMAGES, len(frame))).astype(int))]
+    images, skipped = [], 0
+    for lid, iid in zip(rows["landmark_id"], rows["id"]):
+        try:
+            images.append(pil_to_tensor(decode_image(image_path(args.images, lid, iid))))
+        except (ImageError, OSError) as e:
+            skipped += 1
+            log(f"  skipping unreadable check image {iid}: {e}")
+    report = export_predictor(model, classes=ckpt["classes"], preprocess=ckpt["preprocess"], tagging=tagging,
+                              check_images=images, out_path=args.out)
+    log(f"wrote {args.out}: {report['num_classes']} classes, {report['bytes'] / 1e6:.1f} MB; "
+        f"max |predictor - model| = {report['max_abs_diff']:.2g} on {report['check_images']} test images"
+        f"{f' ({skipped} unreadable skipped)' if skipped else ''}; loads in a fresh torch-only process; "
+        f"tagging threshold {tagging['threshold']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
