@@ -73,6 +73,11 @@ class TrainConfig:
             raise ValueError(f"label_smoothing={self.label_smoothing!r} is not valid; it must be in [0, 1)")
         if self.num_workers != "auto" and (not isinstance(self.num_workers, int) or self.num_workers < 0):
             raise ValueError(f"num_workers={self.num_workers!r} is not valid; use 'auto' or an integer >= 0")
+        # Under torchrun each process takes batch_size // world of every global batch; checked here so a
+        # stage stops with one line before any process group, model or data is set up.
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        if self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} is not valid; it must be divisible by the number of processes ({world})")
 
 
 # ----------------------------------------------------------------------------- environment
@@ -99,6 +104,8 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     """Join the torchrun process group if launched by torchrun; returns (rank, world_size)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # else NCCL collectives (barrier) guess GPU 0 on every rank
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -323,6 +330,9 @@ def fit(
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     ddp_model = trained
     if world > 1:
+        if device.type == "cuda":
+            # Batch norm over the global batch, as one process computes it (SyncBatchNorm needs CUDA).
+            trained = nn.SyncBatchNorm.convert_sync_batchnorm(trained)
         ddp_model = nn.parallel.DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
 
     fingerprint = run_fingerprint(config, {**(fingerprint_extra or {}), "world": world})
@@ -453,5 +463,6 @@ def train_classifier(
         )
         save_checkpoint(out_path, ckpt)
     if dist.is_initialized():
-        dist.barrier()
+        dist.barrier()  # no rank exits (and lets torchrun tear the group down) before the checkpoint is written
+        dist.destroy_process_group()
     return result
