@@ -212,9 +212,11 @@ def train_one_epoch(
     """One pass over `loader`; returns mean loss and accuracy over this process's samples."""
     set_train_mode(model)
     channels_last = device.type == "cuda"
-    total_loss, correct, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
-    for images, labels in bar:
+    # Running sums stay on the device: reading them every step would stall a GPU's queue.
+    sums = torch.zeros(2, dtype=torch.float64, device=device if device.type != "mps" else "cpu")
+    seen = 0
+    bar = tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True, mininterval=1.0)
+    for step, (images, labels) in enumerate(bar):
         images = images.to(device, non_blocking=True)
         if channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -227,11 +229,13 @@ def train_one_epoch(
         optimizer.step()
         scheduler.step()
         n = labels.numel()
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == labels).sum().item()
+        sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == labels).sum().double()]).to(sums.device)
         seen += n
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-    return {"loss": total_loss / max(1, seen), "acc": correct / max(1, seen)}
+        if show and step % 10 == 0:
+            loss_sum, correct = sums.tolist()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    loss_sum, correct = sums.tolist()
+    return {"loss": loss_sum / max(1, seen), "acc": correct / max(1, seen)}
 
 
 @torch.no_grad()
