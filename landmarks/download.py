@@ -1,0 +1,654 @@
+"""Downloading from the internet as it is: slow, flaky, rate-limited and sometimes hostile.
+
+Two jobs share the HTTP plumbing here (one pooled session, separate connect/read timeouts,
+retries with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx,
+Retry-After honoured up to a cap):
+- `fetch_file`: one big file (the GLDv2 metadata), resumable with HTTP Range into a `.part` file
+  and published atomically with its size and sha256;
+- `download_images`: many images in parallel, each one size-limited, redirect-checked, fully
+  decoded (decompression-bomb limit), resized and stored atomically as
+  `<images>/<landmark_id>/<id>.jpg`. Every row ends as an image or as a failure with a short
+  reason; nothing is dropped silently. Images already stored are skipped, so a killed run resumes.
+"""
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import itertools
+import os
+import queue
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+from urllib.request import url2pathname
+
+import pandas as pd
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from tqdm import tqdm
+
+from landmarks.gldv2 import is_valid_id
+from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter
+
+DEFAULT_USER_AGENT = "landmarks-pipeline/0.1 (https://github.com/landmarks-ml/landmarks) python-requests"
+FAILURE_COLUMNS = ("id", "url", "landmark_id", "reason")
+MAX_REDIRECTS = 5
+MAX_BACKOFF = 60.0  # seconds: cap on any single wait, Retry-After included
+READ_CHUNK = 256 * 1024
+# Redirects may only lead to the web: a `file://` or `ftp://` Location from a remote server must
+# never make us read local files or speak other protocols.
+REDIRECT_SCHEMES = ("http", "https")
+
+
+class FetchError(Exception):
+    """A failed fetch: `reason` is the short tag written to the failures CSV."""
+
+    def __init__(self, reason: str, detail: str = "", *, retryable: bool = False, retry_after: float | None = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Settings of the image downloader (params.yaml's `download` section plus the allowed schemes)."""
+
+    workers: int = 32
+    image_size: int = 320
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = MAX_BACKOFF
+    max_bytes: int = 50 * 2**20
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_redirects: int = MAX_REDIRECTS
+    user_agent: str = DEFAULT_USER_AGENT
+    allowed_schemes: tuple[str, ...] = ("http", "https")
+
+    def __post_init__(self) -> None:
+        def bad(name: str, allowed: str) -> ValueError:
+            return ValueError(f"download.{name}={getattr(self, name)!r} is not valid; use {allowed}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # v == v: not NaN
+
+        for name, low in (("workers", 1), ("image_size", 16), ("max_bytes", 1), ("max_pixels", 1),
+                          ("max_retries", 0), ("max_redirects", 0)):
+            if not is_int(getattr(self, name)) or getattr(self, name) < low:
+                raise bad(name, f"an integer >= {low}")
+        for name in ("connect_timeout", "read_timeout"):
+            if not is_num(getattr(self, name)) or not 0 < getattr(self, name) <= 3600:
+                raise bad(name, "a number of seconds in (0, 3600]")
+        for name in ("backoff", "max_backoff"):
+            if not is_num(getattr(self, name)) or not 0 <= getattr(self, name) <= 3600:
+                raise bad(name, "a number of seconds in [0, 3600]")
+        if not isinstance(self.user_agent, str) or not self.user_agent.strip() or not self.user_agent.isprintable():
+            raise bad("user_agent", "a non-empty one-line string naming the project and a contact")
+        unknown = set(self.allowed_schemes) - {"http", "https", "file"}
+        if unknown:
+            raise ValueError(f"allowed_schemes={self.allowed_schemes!r} is not valid; use http, https, file")
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any], **overrides: Any) -> DownloadConfig:
+        """Build from params.yaml's `download` section; an unknown key is an error (likely a typo)."""
+        known = {f.name for f in fields(cls)} - {"allowed_schemes"}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"download.{unknown[0]} is not a known setting; known: {', '.join(sorted(known))}")
+        return cls(**{**section, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP plumbing shared by fetch_file and download_images
+
+
+def make_session(user_agent: str = DEFAULT_USER_AGENT, pool_size: int = 32, max_redirects: int = MAX_REDIRECTS) -> requests.Session:
+    """One pooled session for all threads: a connection pool as large as the number of workers,
+    so each worker keeps its keep-alive connection instead of reconnecting every request."""
+    session = requests.Session()
+    # Retries are ours (with Retry-After and jitter); urllib3's must not multiply them.
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_size, 10), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.max_redirects = max_redirects
+    session.headers["User-Agent"] = user_agent
+    if not requests.utils.getproxies() and not _netrc_exists():
+        # With trust_env, requests re-reads every proxy variable of the environment and looks for
+        # ~/.netrc on EVERY request (~20% of our CPU per image). Without proxies or netrc, the one
+        # setting it would still take from the environment is the CA bundle: read it once here.
+        session.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+    return session
+
+
+def _netrc_exists() -> bool:
+    paths = [os.environ["NETRC"]] if "NETRC" in os.environ else [f"~/{f}" for f in requests.utils.NETRC_FILES]
+    return any(os.path.exists(os.path.expanduser(p)) for p in paths)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent or unparsable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def backoff_delay(attempt: int, base: float, cap: float = MAX_BACKOFF, rng: random.Random | None = None) -> float:
+    """Wait before retry number `attempt` (0-based): base * 2**attempt, capped, with jitter in [50%, 100%]
+    so that many workers hit by the same outage do not retry in lock-step."""
+    delay = min(cap, base * 2.0**attempt)
+    return delay * (0.5 + 0.5 * (rng or random).random())
+
+
+def _request_error(exc: Exception) -> FetchError:
+    """Map a requests/urllib3 exception to a failure reason (and whether retrying may help)."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)) or isinstance(
+        inner, urllib3.exceptions.ReadTimeoutError
+    ):  # requests reports a read timeout in the middle of a body as a ConnectionError
+        return FetchError("timeout", str(exc), retryable=True)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return FetchError("ssl_error", str(exc))
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema, urllib3.exceptions.LocationValueError,
+                        ValueError)):
+        return FetchError("invalid_url", str(exc))
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                        urllib3.exceptions.ProtocolError, ConnectionError)):
+        return FetchError("connection_error", str(exc), retryable=True)
+    if isinstance(exc, requests.exceptions.ContentDecodingError):
+        return FetchError("corrupt", str(exc))
+    return FetchError("request_error", f"{type(exc).__name__}: {exc}")
+
+
+_REQUEST_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError, ValueError)
+
+
+def _check_status(resp: requests.Response) -> None:
+    status = resp.status_code
+    if status == 429 or 500 <= status <= 599:
+        raise FetchError(f"http_{status}", retryable=True, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+    if not 200 <= status <= 299:
+        raise FetchError(f"http_{status}")
+
+
+def with_retries(fn: Callable[[], Any], *, max_retries: int, backoff: float, max_backoff: float = MAX_BACKOFF,
+                 sleep: Callable[[float], None] = time.sleep) -> Any:
+    """Call `fn` until it succeeds, retrying retryable FetchErrors up to `max_retries` times.
+
+    A Retry-After from the server replaces our own backoff (the server knows when it will
+    recover) but is capped at `max_backoff`, so one server cannot stall a worker for hours.
+    """
+    for attempt in range(max_retries + 1):
+        try:
+            return fn()
+        except FetchError as e:
+            if not e.retryable or attempt == max_retries:
+                raise
+            delay = backoff_delay(attempt, backoff, max_backoff)
+            if e.retry_after is not None:
+                delay = min(e.retry_after, max_backoff)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# One image
+
+
+def _get_once(session: requests.Session, url: str, cfg: DownloadConfig) -> bytearray:
+    """One attempt: GET `url` following at most cfg.max_redirects http(s) redirects, read at most max_bytes."""
+    for _ in range(cfg.max_redirects + 1):
+        try:
+            resp = session.get(url, stream=True, allow_redirects=False,
+                               timeout=(cfg.connect_timeout, cfg.read_timeout))
+        except _REQUEST_ERRORS as e:
+            raise _request_error(e) from e
+        with resp:
+            if resp.is_redirect:
+                # Followed by hand so that every hop's scheme is checked before it is requested.
+                try:
+                    url = urljoin(url, resp.headers["Location"])
+                    scheme = urlsplit(url).scheme.lower()
+                except ValueError as e:
+                    raise FetchError("bad_redirect", str(e)) from e
+                if scheme not in REDIRECT_SCHEMES:
+                    raise FetchError("bad_redirect_scheme", url)
+                continue
+            _check_status(resp)
+            length = resp.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > cfg.max_bytes:
+                raise FetchError("max_bytes_exceeded", f"Content-Length {length} > {cfg.max_bytes}")
+            return _read_body(resp, cfg.max_bytes)
+    raise FetchError("too_many_redirects", f"more than {cfg.max_redirects}")
+
+
+def _read_body(resp: requests.Response, max_bytes: int) -> bytearray:
+    """The whole body, aborting as soon as it passes `max_bytes` (a missing or lying Content-Length)."""
+    data = bytearray()
+    try:
+        for chunk in resp.iter_content(READ_CHUNK):
+            data += chunk
+            if len(data) > max_bytes:
+                raise FetchError("max_bytes_exceeded", f"body > {max_bytes} bytes")
+    except _REQUEST_ERRORS as e:
+        raise _request_error(e) from e
+    return data
+
+
+def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadConfig) -> bytearray:
+    """The bytes behind `url` (http, https or file, as cfg.allowed_schemes permits), with retries."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in cfg.allowed_schemes:
+        raise FetchError("disallowed_scheme", scheme or "(none)")
+    if scheme == "file":
+        return read_local_file(url, cfg.max_bytes)
+    return with_retries(lambda: _get_once(session, url, cfg), max_retries=cfg.max_retries,
+                        backoff=cfg.backoff, max_backoff=cfg.max_backoff)
+
+
+def file_url_path(url: str) -> Path:
+    """The local path of a file:// URL (only local hosts)."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise FetchError("invalid_url", f"file URL on another host: {parts.netloc}")
+    return Path(url2pathname(parts.path))
+
+
+def read_local_file(url: str, max_bytes: int) -> bytearray:
+    """The bytes of a file:// URL, refusing files larger than `max_bytes`."""
+    path = file_url_path(url)
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > max_bytes:
+                raise FetchError("max_bytes_exceeded", str(path))
+            return bytearray(f.read())
+    except FileNotFoundError as e:
+        raise FetchError("file_not_found", str(path)) from e
+    except OSError as e:  # a directory, no permission, an I/O error: the file cannot be used
+        raise FetchError("unreadable", f"{path}: {e}") from e
+
+
+def image_path(images_dir: Path, landmark_id: int, image_id: str) -> Path:
+    """Where an image is stored. `image_id` must already be validated (16 hex digits)."""
+    return images_dir / str(landmark_id) / f"{image_id}.jpg"
+
+
+def download_one(session: requests.Session, url: str, target: Path, cfg: DownloadConfig) -> str | None:
+    """Fetch, validate, resize and store one image. Returns None on success, else the failure reason.
+
+    Errors writing `target` (disk full, permissions) are not bad data and propagate.
+    """
+    try:
+        data = fetch_image_bytes(session, url, cfg)
+        # One full decode: validates the content, applies the pixel limit and EXIF orientation;
+        # draft_size lets libjpeg decode big photos at a reduced scale directly.
+        img = decode_image(data, max_pixels=cfg.max_pixels, draft_size=cfg.image_size)
+        del data
+        jpeg = encode_jpeg(resize_shorter(img, cfg.image_size))
+    except (FetchError, ImageError) as e:
+        return e.reason
+    except Exception as e:  # never let one strange response stop the whole download
+        _log_unexpected(url, e)
+        return "unexpected_error"
+    atomic_write_bytes(target, jpeg)
+    return None
+
+
+_unexpected_lock = threading.Lock()
+_unexpected_seen = 0
+
+
+def _log_unexpected(url: str, exc: Exception) -> None:
+    global _unexpected_seen
+    with _unexpected_lock:
+        _unexpected_seen += 1
+        if _unexpected_seen <= 5:  # enough to diagnose without flooding the log
+            print(f"download: unexpected {type(exc).__name__} for {url}: {exc}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many images
+
+
+@dataclass
+class DownloadResult:
+    """What download_images did. `images_per_class` counts usable images (downloaded + already present)."""
+
+    selected: int
+    downloaded: int
+    already_present: int
+    removed: int  # files deleted from the images folder: not in the selection, or leftover temp files
+    failures: pd.DataFrame  # FAILURE_COLUMNS, in input order
+    images_per_class: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def failures_by_reason(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.failures["reason"].value_counts().sort_index().items()}
+
+
+def prune_images(images_dir: Path, keep: set[Path]) -> int:
+    """Delete every file under `images_dir` that is not in `keep` (stale classes, a killed run's
+    temp files) and then empty folders. Returns the number of files deleted."""
+    removed = 0
+    if not images_dir.is_dir():
+        return 0
+    for root, dirs, files in os.walk(images_dir, topdown=False):
+        root_path = Path(root)
+        for name in files:
+            path = root_path / name
+            if path not in keep:
+                path.unlink()
+                removed += 1
+        for name in dirs:
+            sub = root_path / name
+            if sub.is_symlink():
+                continue
+            try:
+                sub.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
+    return removed
+
+
+def _parse_landmark_id(value: Any) -> int | None:
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    text = str(value).strip()
+    return int(text) if text.isdigit() and text.isascii() else None
+
+
+def plan_rows(rows: pd.DataFrame, images_dir: Path, allowed_schemes: tuple[str, ...]) -> tuple[list[Path | None], list[str | None]]:
+    """For each row its target path and, for rows that cannot be downloaded at all, the reason."""
+    targets: list[Path | None] = []
+    reasons: list[str | None] = []
+    seen: set[Path] = set()
+    for image_id, url, landmark in zip(rows["id"], rows["url"], rows["landmark_id"]):
+        lid = _parse_landmark_id(landmark)
+        reason = None
+        if not is_valid_id(image_id):
+            reason = "invalid_id"  # checked before the id becomes part of a path
+        elif lid is None:
+            reason = "invalid_landmark_id"
+        elif not isinstance(url, str) or not url:
+            reason = "invalid_url"
+        else:
+            try:
+                if urlsplit(url).scheme.lower() not in allowed_schemes:
+                    reason = "disallowed_scheme"
+            except ValueError:  # e.g. an unbalanced "[" in the host
+                reason = "invalid_url"
+        target = None if reason else image_path(images_dir, lid, image_id)
+        if target is not None and target in seen:
+            reason, target = "duplicate_id", None
+        if target is not None:
+            seen.add(target)
+        targets.append(target)
+        reasons.append(reason)
+    return targets, reasons
+
+
+def download_images(
+    rows: pd.DataFrame,
+    images_dir: Path,
+    cfg: DownloadConfig,
+    *,
+    progress: bool = True,
+    session: requests.Session | None = None,
+) -> DownloadResult:
+    """Make every row of `rows` (id, url, landmark_id) an image under `images_dir` or a failure.
+
+    Files already at their target are kept (atomic writes mean they are complete); files in
+    `images_dir` that no row targets are deleted first.
+    """
+    images_dir = Path(images_dir)
+    rows = rows.reset_index(drop=True)
+    targets, reasons = plan_rows(rows, images_dir, cfg.allowed_schemes)
+    removed = prune_images(images_dir, {t for t in targets if t is not None})
+    present = [t is not None and t.is_file() for t in targets]
+    todo = [i for i, t in enumerate(targets) if t is not None and not present[i]]
+
+    session = session or make_session(cfg.user_agent, cfg.workers, cfg.max_redirects)
+    urls = rows["url"].tolist()
+    failed = sum(r is not None for r in reasons)
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo) - failed, unit="img", desc="download",
+               disable=not progress, smoothing=0.05, dynamic_ncols=True)
+    bar.set_postfix(failed=failed, refresh=False)
+    downloaded = 0
+    try:
+        for i, reason in _run_parallel(todo, lambda i: download_one(session, urls[i], targets[i], cfg), cfg.workers):
+            reasons[i] = reason
+            if reason is None:
+                downloaded += 1
+            else:
+                failed += 1
+                bar.set_postfix(failed=failed, refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+
+    failed_rows = [i for i, r in enumerate(reasons) if r is not None]
+    failures = rows.loc[failed_rows, ["id", "url", "landmark_id"]].copy()
+    failures["reason"] = [reasons[i] for i in failed_rows]
+    usable: dict[int, int] = {}
+    for landmark, reason in zip(rows["landmark_id"], reasons):
+        lid = _parse_landmark_id(landmark)
+        if lid is not None:
+            usable[lid] = usable.get(lid, 0) + (reason is None)
+    return DownloadResult(
+        selected=len(rows), downloaded=downloaded, already_present=sum(present), removed=removed,
+        failures=failures.reset_index(drop=True), images_per_class=usable,
+    )
+
+
+def _run_parallel(items: list[int], fn: Callable[[int], str | None], workers: int) -> Iterator[tuple[int, str | None]]:
+    """Yield (item, fn(item)) as they complete, keeping a few tasks per worker queued: memory stays
+    flat for any number of rows, and each completion costs O(1) (a queue), not a scan of futures."""
+    done: queue.SimpleQueue = queue.SimpleQueue()
+
+    def task(item: int) -> None:
+        try:
+            done.put((item, fn(item), None))
+        except BaseException as e:  # re-raised in the caller's thread
+            done.put((item, None, e))
+
+    pending = iter(items)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
+    try:
+        running = 0
+        for item in itertools.islice(pending, 4 * workers):
+            pool.submit(task, item)
+            running += 1
+        while running:
+            item, result, error = done.get()
+            running -= 1
+            if error is not None:
+                raise error
+            for nxt in itertools.islice(pending, 1):
+                pool.submit(task, nxt)
+                running += 1
+            yield item, result
+    finally:
+        # On Ctrl-C (or an error) drop queued work; running requests end within their timeouts.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# One big file (the metadata CSVs)
+
+
+def _content_range_total(value: str | None) -> int | None:
+    """Total size from a Content-Range header such as `bytes 100-199/1000` or `bytes */1000`."""
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _publish(src: Path, dest: Path) -> None:
+    """Move a complete file into place atomically (across file systems via a temp copy beside dest)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError:
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        src.unlink()
+
+
+def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeout: tuple[float, float],
+                      progress: bool, desc: str) -> int | None:
+    """One attempt to complete `part` from `url`, resuming from its current size with a Range request.
+    Returns the total size the server announced (None if unknown)."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        resp = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except _REQUEST_ERRORS as e:
+        raise _request_error(e) from e
+    with resp:
+        if resp.status_code == 416 and offset:
+            total = _content_range_total(resp.headers.get("Content-Range"))
+            if total == offset:
+                return total  # the previous run had already received everything
+            part.unlink()  # the part is longer than the file (it changed): start over
+            raise FetchError("range_not_satisfiable", url, retryable=True, retry_after=0.0)
+        _check_status(resp)
+        if resp.status_code == 206:
+            start = (resp.headers.get("Content-Range", "").split(" ", 1)[-1].split("-", 1)[0]).strip()
+            if start != str(offset):
+                part.unlink(missing_ok=True)
+                raise FetchError("bad_content_range", resp.headers.get("Content-Range", ""), retryable=True, retry_after=0.0)
+            total = _content_range_total(resp.headers.get("Content-Range"))
+        else:  # 200: the server ignored Range (or there was nothing to resume): start from zero
+            offset = 0
+            length = resp.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
+        with open(part, "ab" if offset else "wb") as f, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+            disable=not progress, dynamic_ncols=True,
+        ) as bar:
+            try:
+                # read1 hands over whatever has arrived: iter_content would drop the bytes of a
+                # chunk cut short by the connection, and they are exactly what resuming needs.
+                while chunk := resp.raw.read1(READ_CHUNK, decode_content=True):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            except _REQUEST_ERRORS as e:
+                raise _request_error(e) from e
+        return total
+
+
+def fetch_file(
+    url: str,
+    dest: str | Path,
+    *,
+    partial_dir: str | Path | None = None,
+    expected_sha256: str | None = None,
+    session: requests.Session | None = None,
+    user_agent: str = DEFAULT_USER_AGENT,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    max_retries: int = 5,
+    backoff: float = 1.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Download `url` (http, https or file) to `dest`; return {"url", "size", "sha256"}.
+
+    Bytes arrive in `<partial_dir>/<dest name>.part` (default: beside dest); an interrupted
+    transfer, in this call or a killed earlier run, resumes from there with an HTTP Range request.
+    `dest` appears only once complete, with its size checked against the server's and its sha256
+    against `expected_sha256` when given. Retries restart their count whenever bytes arrived,
+    so a long transfer over a flaky link keeps going as long as it makes progress.
+    """
+    dest = Path(dest)
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "file":
+        src = file_url_path(url)
+        if not src.is_file():
+            raise FetchError("file_not_found", str(src))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        os.close(fd)
+        part = Path(tmp)
+        try:
+            shutil.copyfile(src, part)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        total = part.stat().st_size
+    elif scheme in ("http", "https"):
+        part_dir = Path(partial_dir) if partial_dir is not None else dest.parent
+        part_dir.mkdir(parents=True, exist_ok=True)
+        part = part_dir / f"{dest.name}.part"
+        session = session or make_session(user_agent, pool_size=1)
+        attempt, total = 0, None
+        while True:
+            before = part.stat().st_size if part.exists() else 0
+            try:
+                total = _transfer_to_part(session, url, part, timeout=(connect_timeout, read_timeout),
+                                          progress=progress, desc=dest.name)
+                break
+            except FetchError as e:
+                if part.exists() and part.stat().st_size > before:
+                    attempt = 0  # progress was made: this is a flaky link, not a dead one
+                if not e.retryable or attempt >= max_retries:
+                    raise
+                delay = backoff_delay(attempt, backoff) if e.retry_after is None else min(e.retry_after, MAX_BACKOFF)
+                print(f"fetch: {dest.name}: {e}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
+                time.sleep(delay)
+                attempt += 1
+    else:
+        raise FetchError("disallowed_scheme", f"cannot fetch {url!r}: use http://, https:// or file://")
+
+    size = part.stat().st_size
+    if total is not None and size != total:
+        part.unlink()
+        raise FetchError("size_mismatch", f"{url}: got {size} bytes, server announced {total}")
+    digest = sha256_file(part)
+    if expected_sha256 and digest != expected_sha256.lower():
+        part.unlink()
+        raise FetchError("sha256_mismatch", f"{url}: sha256 {digest}, expected {expected_sha256}")
+    _publish(part, dest)
+    return {"url": url, "size": size, "sha256": digest}

@@ -1,0 +1,111 @@
+"""Stage fetch_csv: the dataset's metadata as data/raw/{train.csv, label_to_category.csv, manifest.json}.
+
+dataset: synthetic -> rendered by landmarks.synthetic (deterministic from `seed`);
+         gldv2     -> downloaded from gldv2.metadata_url / gldv2.category_url (http(s) or a
+                      file:// mirror), resumable: partial bytes wait in `<out>.partial/` beside
+                      the output, which DVC does not delete before rerunning the stage;
+         folder    -> scanned from --folder, one sub-folder per landmark.
+The manifest records, for each file, its source, size in bytes and sha256.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from landmarks.download import FetchError, fetch_file, sha256_file
+from landmarks.folder import scan_folder
+from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, TRAIN_COLUMNS
+from stages.common import ConfigError, check_choice, load_params, log, write_json
+
+TRAIN_FILE = "train.csv"
+CATEGORY_FILE = "label_to_category.csv"
+
+
+def write_csv(df: pd.DataFrame, path: Path, source: str) -> dict[str, Any]:
+    """Write `df` and return its manifest entry."""
+    df.to_csv(path, index=False)
+    return {"source": source, "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def from_synthetic(params: dict[str, Any], out: Path) -> dict[str, Any]:
+    from landmarks.synthetic import generate_dataset  # only this mode needs it
+
+    s = params.get("synthetic") or {}
+    seed = params.get("seed")
+    settings = {k: s.get(k) for k in ("num_classes", "images_per_class", "image_size")}
+    try:
+        train, categories = generate_dataset(out / "synthetic", seed=seed, **settings)
+    except (TypeError, ValueError) as e:  # its messages name the param and what is allowed
+        raise ConfigError(str(e)) from None
+    source = "synthetic:" + ",".join(f"{k}={v}" for k, v in {"seed": seed, **settings}.items())
+    return {
+        TRAIN_FILE: write_csv(train[list(TRAIN_COLUMNS)], out / TRAIN_FILE, source),
+        CATEGORY_FILE: write_csv(categories, out / CATEGORY_FILE, source),
+    }
+
+
+def from_folder(folder: Path, out: Path) -> dict[str, Any]:
+    try:
+        scan = scan_folder(folder)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if scan.train.empty:
+        raise ConfigError(f"folder.path={str(folder)!r} has no images; add one sub-folder of photos per landmark")
+    log(f"fetch_csv: {len(scan.train):,} files in {len(scan.categories)} landmark folders under {folder}"
+        + (f"; skipped {scan.skipped_hidden} hidden" if scan.skipped_hidden else "")
+        + (f"; ignored {scan.skipped_top_level} files outside landmark folders" if scan.skipped_top_level else ""))
+    source = folder.absolute().as_uri()
+    return {
+        TRAIN_FILE: write_csv(scan.train, out / TRAIN_FILE, source),
+        CATEGORY_FILE: write_csv(scan.categories, out / CATEGORY_FILE, source),
+    }
+
+
+def from_gldv2(params: dict[str, Any], out: Path) -> dict[str, Any]:
+    g = params.get("gldv2") or {}
+    partial = out.parent / f"{out.name}.partial"
+    files = {}
+    for key, name, columns in (("metadata_url", TRAIN_FILE, TRAIN_COLUMNS), ("category_url", CATEGORY_FILE, CATEGORY_COLUMNS)):
+        url = g.get(key)
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://", "file://")):
+            raise ConfigError(f"gldv2.{key}={url!r} is not valid; use an http://, https:// or file:// URL")
+        log(f"fetch_csv: {url} -> {out / name}")
+        try:
+            record = fetch_file(url, out / name, partial_dir=partial)
+        except FetchError as e:
+            raise SystemExit(f"error: could not fetch gldv2.{key}={url}: {e}") from None
+        header = pd.read_csv(out / name, nrows=0)
+        missing = [c for c in columns if c not in header.columns]
+        if missing:
+            raise SystemExit(f"error: {url} is not a GLDv2 {name}: missing column(s) {', '.join(missing)}")
+        files[name] = {"source": record["url"], "size": record["size"], "sha256": record["sha256"]}
+    if partial.is_dir() and not any(partial.iterdir()):
+        partial.rmdir()
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, required=True, help="photos root for dataset: folder")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    args = parser.parse_args()
+
+    params = load_params()
+    dataset = check_choice("dataset", params.get("dataset"), DATASETS)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if dataset == "synthetic":
+        files = from_synthetic(params, args.out)
+    elif dataset == "folder":
+        files = from_folder(args.folder, args.out)
+    else:
+        files = from_gldv2(params, args.out)
+    write_json(args.out / "manifest.json", {"dataset": dataset, "files": files})
+    for name, entry in files.items():
+        log(f"fetch_csv: {name}: {entry['size']:,} bytes, sha256 {entry['sha256'][:12]}…")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Stage select_classes: clean the metadata rows, keep the landmarks to learn, sample their images."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from landmarks.gldv2 import DATASETS, iter_train_csv, read_categories, url_schemes
+from landmarks.select import select_classes
+from stages.common import ConfigError, check_choice, load_params, log, write_json
+
+
+def int_param(key: str, value: Any, minimum: int, *, optional: bool = False) -> int | None:
+    """`value` as an int >= minimum (or None when optional), else a one-line ConfigError."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or null" if optional else "")
+        raise ConfigError(f"{key}={value!r} is not valid; use {allowed}")
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--raw", type=Path, required=True, help="fetch_csv's output folder")
+    parser.add_argument("--out-selected", type=Path, required=True, help="selected rows: id,url,landmark_id")
+    parser.add_argument("--out-classes", type=Path, required=True, help="one row per selected landmark")
+    parser.add_argument("--report", type=Path, help="optional JSON with the row counts and drop reasons")
+    args = parser.parse_args()
+
+    params = load_params()
+    dataset = check_choice("dataset", params.get("dataset"), DATASETS)
+    seed = int_param("seed", params.get("seed"), 0)
+    if dataset == "gldv2":
+        g = params.get("gldv2") or {}
+        min_images = int_param("gldv2.min_images_per_class", g.get("min_images_per_class"), 0)
+        max_images = int_param("gldv2.max_images_per_class", g.get("max_images_per_class"), 1, optional=True)
+        max_classes = int_param("gldv2.max_classes", g.get("max_classes"), 1, optional=True)
+    else:  # synthetic and folder datasets are already the classes the user wants
+        min_images, max_images, max_classes = 0, None, None
+
+    train = iter_train_csv(args.raw / "train.csv")
+    categories = read_categories(args.raw / "label_to_category.csv")
+    sel = select_classes(
+        train, categories, min_images_per_class=min_images, max_images_per_class=max_images,
+        max_classes=max_classes, seed=seed, allowed_schemes=url_schemes(dataset),
+    )
+    log(f"select_classes: read {sel.stats['rows_read']:,} rows, {len(categories):,} categories ({dataset})")
+    for reason, count in sel.dropped.items():
+        if count:
+            log(f"select_classes: dropped {count:,} rows: {reason}")
+    s = sel.stats
+    log(f"select_classes: {s['rows_valid']:,} valid rows in {s['landmarks_available']:,} landmarks; "
+        f"{s['landmarks_eligible']:,} have more than {min_images} images; kept {s['classes_selected']:,} "
+        f"classes, {s['rows_selected']:,} rows")
+    if s["classes_without_category"]:
+        log(f"select_classes: {s['classes_without_category']} classes have no category; named 'landmark <id>'")
+
+    args.out_selected.parent.mkdir(parents=True, exist_ok=True)
+    args.out_classes.parent.mkdir(parents=True, exist_ok=True)
+    sel.selected.to_csv(args.out_selected, index=False)
+    sel.classes.to_csv(args.out_classes, index=False)
+    if args.report:
+        write_json(args.report, {**s, "dropped": sel.dropped})
+
+
+if __name__ == "__main__":
+    main()
