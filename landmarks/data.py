@@ -9,15 +9,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from landmarks.gldv2 import image_path
 from landmarks.imageio import decode_image
 
 SPLITS = ("train", "val", "test")
 CLASSES_FILE = "classes.csv"
-
-
-def image_path(images_dir: str | os.PathLike, landmark_id: int, image_id: str) -> Path:
-    """Where the download stage stores an image: <images>/<landmark_id>/<id>.jpg."""
-    return Path(images_dir) / str(int(landmark_id)) / f"{image_id}.jpg"
 
 
 def read_split(splits_dir: str | os.PathLike, name: str) -> pd.DataFrame:

@@ -38,7 +38,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
-from landmarks.gldv2 import is_valid_id
+from landmarks.gldv2 import image_path, is_valid_id
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter
 
 DEFAULT_USER_AGENT = "landmarks-pipeline/0.1 (https://github.com/landmarks-ml/landmarks) python-requests"
@@ -294,11 +294,6 @@ def read_local_file(url: str, max_bytes: int) -> bytearray:
         raise FetchError("file_not_found", str(path)) from e
     except OSError as e:  # a directory, no permission, an I/O error: the file cannot be used
         raise FetchError("unreadable", f"{path}: {e}") from e
-
-
-def image_path(images_dir: Path, landmark_id: int, image_id: str) -> Path:
-    """Where an image is stored. `image_id` must already be validated (16 hex digits)."""
-    return images_dir / str(landmark_id) / f"{image_id}.jpg"
 
 
 def download_one(session: requests.Session, url: str, target: Path, cfg: DownloadConfig) -> str | None:

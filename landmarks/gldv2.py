@@ -7,6 +7,7 @@ The `folder` dataset writes the same two files, with the folder name as the cate
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,15 @@ CATEGORY_COLUMNS = ("landmark_id", "category")
 # Lower-case only: ids become file names, and two ids differing only in case would collide on
 # case-insensitive file systems (macOS, Windows). GLDv2's ids are all lower-case.
 ID_RE = re.compile(r"[0-9a-f]{16}")
+
+
+def image_path(images_dir: str | os.PathLike, landmark_id: int | str, image_id: str) -> Path:
+    """Where the download stage stores an image: <images>/<landmark_id>/<id>.jpg.
+
+    `image_id` must already be validated (16 hex digits). The landmark id is normalised through
+    int, so "0042" and 42 name the same folder whichever stage computes the path.
+    """
+    return Path(images_dir) / str(int(landmark_id)) / f"{image_id}.jpg"
 
 
 def is_valid_id(value: object) -> bool:

@@ -6,7 +6,8 @@ import json
 from landmarks.models import FREEZE_POLICIES, available_models
 from landmarks.train import train_classifier
 from landmarks.transforms import AUGMENT_PRESETS
-from stages.common import check_choice, load_params, train_arguments, train_config
+from stages.common import check_choice, load_params
+from stages.train_common import train_arguments, train_config
 
 STAGE = "train_transfer"
 
