@@ -23,6 +23,11 @@ JPEG_QUALITY = 90
 # A truncated file must fail loudly so it is counted, never half-decoded.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# mkstemp creates files readable by the owner only; written files should get the usual umask mode.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 class ImageError(ValueError):
     """An input that is not a usable image. `reason` is a short machine-readable tag."""
@@ -126,6 +131,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

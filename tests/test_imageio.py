@@ -1,0 +1,78 @@
+"""Shared image decoding and atomic writes."""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from landmarks.imageio import ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_atomic_write_gives_the_file_the_umask_mode_not_owner_only(tmp_path) -> None:
+    # The mode is derived from the umask at import, so check it in a process started with umask 022.
+    target = tmp_path / "a" / "f.bin"
+    code = f"from landmarks.imageio import atomic_write_bytes; atomic_write_bytes({str(target)!r}, b'x')"
+    subprocess.run([sys.executable, "-c", code], check=True, preexec_fn=lambda: os.umask(0o022))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
+
+
+def test_atomic_write_replaces_the_whole_file(tmp_path) -> None:
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"old contents")
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "I;16", "P", "LA"])
+def test_every_pillow_mode_decodes_to_8_bit_rgb(mode: str) -> None:
+    img = Image.new("RGB", (20, 10), (200, 40, 10)).convert(mode) if mode != "I;16" else Image.fromarray(
+        np.full((10, 20), 65535, dtype=np.uint16))
+    data = _png(img) if mode != "CMYK" else encode_cmyk(img)
+    out = decode_image(data)
+    assert out.mode == "RGB" and out.size == (20, 10)
+    if mode == "I;16":
+        assert out.getpixel((0, 0)) == (255, 255, 255)
+
+
+def encode_cmyk(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("data,reason", [(b"", "empty_file"), (b"<html>nope</html>", "not_an_image")])
+def test_non_images_raise_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageError) as e:
+        decode_image(data)
+    assert e.value.reason == reason
+
+
+def test_truncated_jpeg_is_corrupt_not_half_decoded() -> None:
+    data = encode_jpeg(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    with pytest.raises(ImageError) as e:
+        decode_image(data[: len(data) // 2])
+    assert e.value.reason == "corrupt"
+
+
+def test_pixel_limit_refuses_before_decoding() -> None:
+    with pytest.raises(ImageError) as e:
+        decode_image(_png(Image.new("L", (300, 300))), max_pixels=300 * 299)
+    assert e.value.reason == "too_large"
+
+
+def test_resize_shorter_keeps_aspect_and_never_upscales() -> None:
+    assert resize_shorter(Image.new("RGB", (400, 200)), 100).size == (200, 100)
+    assert resize_shorter(Image.new("RGB", (40, 20)), 100).size == (40, 20)
