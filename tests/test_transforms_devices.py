@@ -1,0 +1,91 @@
+"""The one transform builder and device/loader selection."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from landmarks.train import TrainConfig, resolve_num_workers, select_device
+from landmarks.transforms import AUGMENT_PRESETS, eval_transform, preprocess_config, preprocess_uint8, train_transform
+
+PRE = preprocess_config(image_size=48, mean=[0.5, 0.4, 0.3], std=[0.25, 0.2, 0.2])
+
+
+def _photo(w: int = 90, h: int = 60) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("augment", AUGMENT_PRESETS)
+def test_every_augmentation_preset_yields_the_configured_image_size(augment: str) -> None:
+    out = train_transform(**PRE, augment=augment)(_photo())
+    assert out.shape == (3, 48, 48) and out.dtype == torch.float32
+
+
+def test_image_size_param_sets_both_crop_and_resize() -> None:
+    pre = preprocess_config(image_size=224, mean=[0.5] * 3, std=[0.5] * 3)
+    assert pre["resize_size"] == 256  # torchvision's 224/256 convention
+    assert eval_transform(**pre)(_photo(300, 500)).shape == (3, 224, 224)
+
+
+def test_unknown_augmentation_preset_is_a_one_line_error() -> None:
+    with pytest.raises(ValueError, match="augment='heavy'.*paper, strong"):
+        train_transform(**PRE, augment="heavy")
+
+
+def test_eval_transform_is_exactly_the_predictor_preprocessing() -> None:
+    img = _photo(97, 71)
+    x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None]
+    assert torch.equal(eval_transform(**PRE)(img), preprocess_uint8(x, **PRE)[0])
+
+
+def test_normalisation_uses_the_given_mean_and_std() -> None:
+    flat = Image.new("RGB", (64, 64), (128, 102, 77))
+    out = eval_transform(**PRE)(flat)
+    expected = (torch.tensor([128, 102, 77]) / 255 - torch.tensor(PRE["mean"])) / torch.tensor(PRE["std"])
+    assert torch.allclose(out[:, 10, 10], expected, atol=1e-5)
+
+
+def test_paper_augmentation_flips_and_crops_but_keeps_colours() -> None:
+    torch.manual_seed(0)
+    t = train_transform(**PRE, augment="paper")
+    flat = Image.new("RGB", (64, 64), (128, 102, 77))
+    assert torch.allclose(t(flat), eval_transform(**PRE)(flat), atol=1e-5)
+
+
+def test_auto_device_is_the_cpu_without_an_accelerator() -> None:
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("an accelerator is present")
+    assert select_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        select_device("cuda")
+
+
+def test_loader_workers_auto_means_none_on_cpu_and_some_on_gpu() -> None:
+    assert resolve_num_workers("auto", torch.device("cpu")) == 0
+    assert resolve_num_workers("auto", torch.device("cuda", 0)) >= 1
+    assert resolve_num_workers(3, torch.device("cpu")) == 3
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+    ({"epochs": 0}, "epochs=0"),
+    ({"lr": 0}, "lr=0"),
+    ({"num_workers": -1}, "num_workers=-1"),
+])
+def test_bad_numeric_training_params_are_one_line_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_label_smoothing_reaches_the_loss(image_tree, tmp_path) -> None:
+    from landmarks.train import train_classifier
+
+    losses = []
+    for smoothing in (0.0, 0.5):
+        cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-9, device="cpu", num_workers=0, seed=1, label_smoothing=smoothing, scheduler="none")
+        r = train_classifier(arch="vgg", arch_kwargs={}, splits_dir=image_tree["splits"], images_dir=image_tree["images"],
+                             mean=image_tree["stats"]["mean"], std=image_tree["stats"]["std"], image_size=32, augment="none",
+                             config=cfg, out_path=tmp_path / f"{smoothing}.pt")
+        losses.append(r["history"][0]["train/loss"])
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
