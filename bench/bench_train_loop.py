@@ -34,7 +34,7 @@ from landmarks.train import (  # noqa: E402
     train_one_epoch,
 )
 from landmarks.transforms import preprocess_config, train_transform  # noqa: E402
-from stages.common import train_config  # noqa: E402
+from stages.train_common import train_config  # noqa: E402
 from tests.conftest import make_image_tree  # noqa: E402
 
 STORED_SIZE = 320  # params download.image_size: the shorter side of every stored image
