@@ -23,6 +23,10 @@ EARLY_LAYERS = {
 HEAD_ATTR = "landmark_head_name"
 
 
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be downloaded (offline); the message says where to put them."""
+
+
 class PaperCNN(nn.Module):
     """The original work's scratch CNN: conv 3-64-128-256, each + ReLU + 2x2 max-pool, then an MLP."""
 
@@ -149,7 +153,7 @@ def _torchvision_backbone(name: str, pretrained: bool) -> nn.Module:
     except Exception as e:  # offline: URLError, socket errors, ... all mean "no weights file"
         hub_dir = torch.hub.get_dir()
         file_name = weights.url.rsplit("/", 1)[-1]
-        raise RuntimeError(
+        raise WeightsUnavailable(
             f"could not get pretrained weights for {name} ({type(e).__name__}); put {file_name} "
             f"(from {weights.url}) into {hub_dir}/checkpoints/ or set train_transfer.pretrained=false"
         ) from None

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 
-from landmarks.models import FREEZE_POLICIES, available_models
+from landmarks.models import FREEZE_POLICIES, WeightsUnavailable, available_models
 from landmarks.train import train_classifier
 from landmarks.transforms import AUGMENT_PRESETS
-from stages.common import check_choice, load_params
+from stages.common import ConfigError, check_choice, load_params
 from stages.train_common import train_arguments, train_config
 
 STAGE = "train_transfer"
@@ -22,13 +22,16 @@ def main(argv: list[str] | None = None) -> None:
     # A fully frozen backbone gives the same features every epoch: compute them once.
     config = train_config(p, seed=params["seed"], stage=STAGE, cache_features=freeze == "all")
     stats = json.loads(open(args.stats).read())
-    train_classifier(
-        arch=model,
-        arch_kwargs={"pretrained": bool(p["pretrained"]), "freeze": freeze, "dropout": p["dropout"]},
-        splits_dir=args.splits, images_dir=args.images, mean=stats["mean"], std=stats["std"],
-        image_size=p["image_size"], augment=augment, config=config, out_path=args.out,
-        live_dir=args.live, resume_path=args.resume, params={"seed": params["seed"], "model": model, **p},
-    )
+    try:
+        train_classifier(
+            arch=model,
+            arch_kwargs={"pretrained": bool(p["pretrained"]), "freeze": freeze, "dropout": p["dropout"]},
+            splits_dir=args.splits, images_dir=args.images, mean=stats["mean"], std=stats["std"],
+            image_size=p["image_size"], augment=augment, config=config, out_path=args.out,
+            live_dir=args.live, resume_path=args.resume, params={"seed": params["seed"], "model": model, **p},
+        )
+    except WeightsUnavailable as e:
+        raise ConfigError(str(e)) from None
 
 
 if __name__ == "__main__":

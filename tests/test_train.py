@@ -180,3 +180,26 @@ def test_resume_state_from_a_different_run_is_ignored(tmp_path: Path, image_tree
                               mean=image_tree["stats"]["mean"], std=image_tree["stats"]["std"], image_size=32, augment="none",
                               config=TrainConfig(**cfg), out_path=tmp_path / "m.pt", resume_path=state)
     assert len(result["history"]) == 1 and not state.exists()
+
+
+def test_offline_torchvision_backbone_stops_the_stage_with_one_line(in_project: Path, tiny_params: dict, image_tree: dict,
+                                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch.hub
+    from stages import train_transfer
+
+    tiny_params["model"] = "resnet18"
+    tiny_params["train_transfer"]["pretrained"] = True
+    (in_project / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    (in_project / "stats.json").write_text(json.dumps(image_tree["stats"]))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(SystemExit) as e:
+        train_transfer.main(["--splits", str(image_tree["splits"]), "--images", str(image_tree["images"]), "--stats", "stats.json",
+                             "--out", "m.pt", "--live", "live"])
+    message = str(e.value.code)
+    assert message.startswith("error: could not get pretrained weights for resnet18") and "\n" not in message
+    assert "train_transfer.pretrained=false" in message
