@@ -13,7 +13,6 @@ Retry-After honoured up to a cap):
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import itertools
 import os
 import queue
@@ -39,7 +38,7 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
 from landmarks.gldv2 import image_path, is_valid_id
-from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter
+from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter, sha256_file
 
 DEFAULT_USER_AGENT = "landmarks-pipeline/0.1 (https://github.com/landmarks-ml/landmarks) python-requests"
 FAILURE_COLUMNS = ("id", "url", "landmark_id", "reason")
@@ -505,15 +504,6 @@ def _content_range_total(value: str | None) -> int | None:
         return None
     total = value.rsplit("/", 1)[1].strip()
     return int(total) if total.isdigit() else None
-
-
-def sha256_file(path: Path, chunk: int = 4 * 2**20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _publish(src: Path, dest: Path) -> None:

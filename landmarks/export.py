@@ -11,7 +11,6 @@ network and a softmax, and returns probabilities [B, C]. Three JSON files travel
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -91,15 +90,6 @@ def plain_json(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file: ties the tagging threshold to the checkpoint it was chosen for."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def predictor_bytes(

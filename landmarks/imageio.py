@@ -7,6 +7,7 @@ Pillow mode becomes 8-bit RGB, and a decompression bomb is refused before its pi
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -136,3 +137,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 4 * 2**20) -> str:
+    """Hex sha256 of a file, read in chunks (big metadata files and checkpoints alike)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -22,8 +22,8 @@ from landmarks.evaluation import (
     confusion_matrix, most_confident_mistakes, per_class_metrics, precision_coverage, predict_dataset,
     select_threshold, summarize,
 )
-from landmarks.export import file_sha256, plain_json
-from landmarks.imageio import ImageError, decode_image
+from landmarks.export import plain_json
+from landmarks.imageio import ImageError, decode_image, sha256_file
 from landmarks.reports import denormalize, plot_confusion, plot_gallery
 from landmarks.transforms import AUGMENT_PRESETS, eval_transform, train_transform
 from stages.common import ConfigError, load_params, log, write_json
@@ -170,7 +170,7 @@ def tagging_record(
 
     return {
         "model": name,
-        "model_sha256": file_sha256(path),
+        "model_sha256": sha256_file(path),
         "target_precision": target,
         # exact, not rounded: the predictor compares confidences against this very number
         "threshold": choice.threshold,

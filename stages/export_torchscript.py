@@ -13,8 +13,8 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from landmarks.checkpoint import load_checkpoint
 from landmarks.data import image_path, read_split
-from landmarks.export import export_predictor, file_sha256
-from landmarks.imageio import ImageError, decode_image
+from landmarks.export import export_predictor
+from landmarks.imageio import ImageError, decode_image, sha256_file
 from stages.common import log
 
 CHECK_IMAGES = 64
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     if "threshold" not in tagging:
         raise SystemExit(f"error: {args.tagging} has no threshold; run the evaluate stage first")
     expected = tagging.get("model_sha256")
-    if expected and expected != file_sha256(args.model):
+    if expected and expected != sha256_file(args.model):
         raise SystemExit(f"error: {args.tagging} was computed for another checkpoint than {args.model}; re-run evaluate")
 
     # Spread the check images over the whole test split (it is ordered by class).

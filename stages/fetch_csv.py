@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from landmarks.download import FetchError, fetch_file, sha256_file
+from landmarks.download import FetchError, fetch_file
+from landmarks.imageio import sha256_file
 from landmarks.folder import scan_folder
 from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, TRAIN_COLUMNS
 from stages.common import ConfigError, check_choice, load_params, log, write_json

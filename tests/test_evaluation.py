@@ -22,7 +22,7 @@ from landmarks.evaluation import (
     NEVER, confusion_matrix, expected_calibration_error, global_average_precision, macro_f1, most_confident_mistakes,
     per_class_metrics, precision_coverage, predict_dataset, select_threshold, summarize, topk_accuracy,
 )
-from landmarks.export import file_sha256
+from landmarks.imageio import sha256_file
 from landmarks.transforms import eval_transform, preprocess_config
 from tests.test_export import one_thread, tiny_checkpoint  # noqa: F401 (one_thread: autouse fixture)
 
@@ -261,7 +261,7 @@ def test_evaluate_stage_writes_honest_metrics_reports_and_threshold(tmp_path: Pa
 
     tagging = json.loads((r / "tagging.json").read_text())
     assert tagging["model"] == "transfer" and tagging["target_precision"] == 0.5
-    assert tagging["model_sha256"] == file_sha256(transfer)
+    assert tagging["model_sha256"] == sha256_file(transfer)
     # the record agrees with the transfer model's own predictions on the validation split
     val = read_split(image_tree["splits"], "val")
     probs, truth = independent_predictions(transfer, val, images)

@@ -13,8 +13,9 @@ from landmarks.checkpoint import make_checkpoint, save_checkpoint
 from landmarks.data import read_classes
 from landmarks.export import (
     FORBIDDEN_MODULES, build_predictor, check_in_fresh_process, export_predictor,
-    file_sha256, load_predictor_bytes, max_difference, predictor_bytes,
+    load_predictor_bytes, max_difference, predictor_bytes,
 )
+from landmarks.imageio import sha256_file
 from landmarks.models import build_model
 from landmarks.transforms import preprocess_config, preprocess_uint8
 
@@ -168,7 +169,7 @@ def test_export_stage_checks_and_writes_the_predictor(tmp_path: Path, image_tree
     preprocess = preprocess_config(image_size=32, mean=image_tree["stats"]["mean"], std=image_tree["stats"]["std"])
     ckpt = tiny_checkpoint(tmp_path / "transfer.pt", classes, preprocess=preprocess)
     tagging = tmp_path / "tagging.json"
-    tagging.write_text(json.dumps({"model": "transfer", "model_sha256": file_sha256(ckpt), "threshold": 0.42}))
+    tagging.write_text(json.dumps({"model": "transfer", "model_sha256": sha256_file(ckpt), "threshold": 0.42}))
     out = tmp_path / "predictor.pt"
     argv = ["--model", str(ckpt), "--tagging", str(tagging), "--splits", str(image_tree["splits"]),
             "--images", str(image_tree["images"]), "--out", str(out)]
