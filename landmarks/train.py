@@ -326,8 +326,8 @@ def fit(
                                num_workers=workers, device=device, rank=rank, world_size=world)
     val_loader = make_loader(val_set, batch_size=config.batch_size, train=False, seed=config.seed,
                              num_workers=workers, device=device)
-    groups = param_groups(trained, lr=config.lr, backbone_lr=config.backbone_lr) if trained is model else [
-        {"params": [p for p in trained.parameters() if p.requires_grad], "lr": config.lr}]
+    # A cached-feature run trains the bare head, which param_groups puts in one group at `lr`.
+    groups = param_groups(trained, lr=config.lr, backbone_lr=config.backbone_lr)
     optimizer = build_optimizer(groups, name=config.optimizer, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = build_scheduler(optimizer, name=config.scheduler, epochs=config.epochs, steps_per_epoch=len(train_loader),
                                 warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma)
