@@ -18,6 +18,12 @@ import pandas as pd
 DATASETS = ("synthetic", "gldv2", "folder")
 TRAIN_COLUMNS = ("id", "url", "landmark_id")
 CATEGORY_COLUMNS = ("landmark_id", "category")
+# Distractors: photos that show no landmark of the class list (GLDv2's non-landmark test images,
+# synthetic scenes, a folder's `_no_landmark/`). fetch_csv lists them in their own file, and from
+# select_classes on they travel in the same tables as the landmarks with this landmark_id.
+DISTRACTOR_COLUMNS = ("id", "url")
+NO_LANDMARK_ID = -1
+NO_LANDMARK_DIR = "no_landmark"
 
 # Lower-case only: ids become file names, and two ids differing only in case would collide on
 # case-insensitive file systems (macOS, Windows). GLDv2's ids are all lower-case.
@@ -25,12 +31,14 @@ ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
 def image_path(images_dir: str | os.PathLike, landmark_id: int | str, image_id: str) -> Path:
-    """Where the download stage stores an image: <images>/<landmark_id>/<id>.jpg.
+    """Where the download stage stores an image: <images>/<landmark_id>/<id>.jpg, and a distractor
+    (NO_LANDMARK_ID) at <images>/no_landmark/<id>.jpg.
 
     `image_id` must already be validated (16 hex digits). The landmark id is normalised through
     int, so "0042" and 42 name the same folder whichever stage computes the path.
     """
-    return Path(images_dir) / str(int(landmark_id)) / f"{image_id}.jpg"
+    lid = int(landmark_id)
+    return Path(images_dir) / (NO_LANDMARK_DIR if lid == NO_LANDMARK_ID else str(lid)) / f"{image_id}.jpg"
 
 
 def is_valid_id(value: object) -> bool:

@@ -1,10 +1,12 @@
-"""Stage fetch_csv: the dataset's metadata as data/raw/{train.csv, label_to_category.csv, manifest.json}.
+"""Stage fetch_csv: the dataset's metadata as data/raw/{train.csv, label_to_category.csv, distractors.csv, manifest.json}.
 
 dataset: synthetic -> rendered by landmarks.synthetic (deterministic from `seed`);
          gldv2     -> downloaded from gldv2.metadata_url / gldv2.category_url (http(s) or a
                       file:// mirror), resumable: partial bytes wait in `<out>.partial/` beside
                       the output, which DVC does not delete before rerunning the stage;
          folder    -> scanned from --folder, one sub-folder per landmark.
+distractors.csv (id,url) lists photos that show no landmark of the class list (synthetic scenes,
+the folder's `_no_landmark/`); it may be empty.
 The manifest records, for each file, its source, size in bytes and sha256.
 """
 from __future__ import annotations
@@ -17,12 +19,13 @@ import pandas as pd
 
 from landmarks.download import FetchError, fetch_file
 from landmarks.imageio import sha256_file
-from landmarks.folder import scan_folder
-from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, TRAIN_COLUMNS
+from landmarks.folder import NO_LANDMARK_FOLDER, scan_folder
+from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, DISTRACTOR_COLUMNS, TRAIN_COLUMNS
 from stages.common import ConfigError, check_choice, load_params, log, write_json
 
 TRAIN_FILE = "train.csv"
 CATEGORY_FILE = "label_to_category.csv"
+DISTRACTOR_FILE = "distractors.csv"
 
 
 def write_csv(df: pd.DataFrame, path: Path, source: str) -> dict[str, Any]:
@@ -36,15 +39,16 @@ def from_synthetic(params: dict[str, Any], out: Path) -> dict[str, Any]:
 
     s = params.get("synthetic") or {}
     seed = params.get("seed")
-    settings = {k: s.get(k) for k in ("num_classes", "images_per_class", "image_size")}
+    settings = {k: s.get(k) for k in ("num_classes", "images_per_class", "image_size", "distractor_fraction")}
     try:
-        train, categories = generate_dataset(out / "synthetic", seed=seed, **settings)
+        train, categories, distractors = generate_dataset(out / "synthetic", seed=seed, **settings)
     except (TypeError, ValueError) as e:  # its messages name the param and what is allowed
         raise ConfigError(str(e)) from None
     source = "synthetic:" + ",".join(f"{k}={v}" for k, v in {"seed": seed, **settings}.items())
     return {
         TRAIN_FILE: write_csv(train[list(TRAIN_COLUMNS)], out / TRAIN_FILE, source),
         CATEGORY_FILE: write_csv(categories, out / CATEGORY_FILE, source),
+        DISTRACTOR_FILE: write_csv(distractors[list(DISTRACTOR_COLUMNS)], out / DISTRACTOR_FILE, source),
     }
 
 
@@ -57,11 +61,13 @@ def from_folder(folder: Path, out: Path) -> dict[str, Any]:
         raise ConfigError(f"folder.path={str(folder)!r} has no images; add one sub-folder of photos per landmark")
     log(f"fetch_csv: {len(scan.train):,} files in {len(scan.categories)} landmark folders under {folder}"
         + (f"; skipped {scan.skipped_hidden} hidden" if scan.skipped_hidden else "")
-        + (f"; ignored {scan.skipped_top_level} files outside landmark folders" if scan.skipped_top_level else ""))
+        + (f"; ignored {scan.skipped_top_level} files outside landmark folders" if scan.skipped_top_level else "")
+        + f"; {len(scan.distractors):,} distractor files in {NO_LANDMARK_FOLDER}/")
     source = folder.absolute().as_uri()
     return {
         TRAIN_FILE: write_csv(scan.train, out / TRAIN_FILE, source),
         CATEGORY_FILE: write_csv(scan.categories, out / CATEGORY_FILE, source),
+        DISTRACTOR_FILE: write_csv(scan.distractors, out / DISTRACTOR_FILE, source),
     }
 
 
