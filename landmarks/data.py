@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from landmarks.gldv2 import image_path
+from landmarks.gldv2 import NO_LANDMARK_ID, image_path
 from landmarks.imageio import decode_image
 
 SPLITS = ("train", "val", "test")
@@ -30,8 +30,13 @@ def read_classes(splits_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [{**r, "landmark_id": int(r["landmark_id"])} for r in records]
 
 
+def known_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a split that show a landmark of the class list (no distractors)."""
+    return frame[frame["landmark_id"] != NO_LANDMARK_ID].reset_index(drop=True)
+
+
 class LandmarkDataset(Dataset):
-    """(image tensor, class index) pairs for the rows of one split."""
+    """(image tensor, class index) pairs for the rows of one split; distractors get index -1."""
 
     def __init__(
         self,
@@ -40,7 +45,7 @@ class LandmarkDataset(Dataset):
         class_ids: list[int],
         transform: Callable[[Any], torch.Tensor],
     ) -> None:
-        index = {lid: i for i, lid in enumerate(class_ids)}
+        index = {lid: i for i, lid in enumerate(class_ids)} | {NO_LANDMARK_ID: -1}
         unknown = set(frame["landmark_id"]) - set(index)
         if unknown:
             raise ValueError(f"{len(unknown)} landmark ids in the split are not in the class list, e.g. {sorted(unknown)[:5]}")

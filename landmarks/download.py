@@ -37,7 +37,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
-from landmarks.gldv2 import image_path, is_valid_id
+from landmarks.gldv2 import NO_LANDMARK_ID, image_path, is_valid_id
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter, sha256_file
 
 DEFAULT_USER_AGENT = "landmarks-pipeline/0.1 (https://github.com/landmarks-ml/landmarks) python-requests"
@@ -48,6 +48,8 @@ READ_CHUNK = 256 * 1024
 # Redirects may only lead to the web: a `file://` or `ftp://` Location from a remote server must
 # never make us read local files or speak other protocols.
 REDIRECT_SCHEMES = ("http", "https")
+# Distractor rows come from fetch_csv's own list (rendered or extracted files in data/raw).
+DISTRACTOR_SCHEMES = ("http", "https", "file")
 
 
 class FetchError(Exception):
@@ -262,10 +264,11 @@ def _read_body(resp: requests.Response, max_bytes: int) -> bytearray:
     return data
 
 
-def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadConfig) -> bytearray:
-    """The bytes behind `url` (http, https or file, as cfg.allowed_schemes permits), with retries."""
+def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadConfig,
+                      schemes: tuple[str, ...] | None = None) -> bytearray:
+    """The bytes behind `url` (http, https or file, as `schemes`, default cfg.allowed_schemes, permit), with retries."""
     scheme = urlsplit(url).scheme.lower()
-    if scheme not in cfg.allowed_schemes:
+    if scheme not in (schemes or cfg.allowed_schemes):
         raise FetchError("disallowed_scheme", scheme or "(none)")
     if scheme == "file":
         return read_local_file(url, cfg.max_bytes)
@@ -295,13 +298,14 @@ def read_local_file(url: str, max_bytes: int) -> bytearray:
         raise FetchError("unreadable", f"{path}: {e}") from e
 
 
-def download_one(session: requests.Session, url: str, target: Path, cfg: DownloadConfig) -> str | None:
+def download_one(session: requests.Session, url: str, target: Path, cfg: DownloadConfig,
+                 schemes: tuple[str, ...] | None = None) -> str | None:
     """Fetch, validate, resize and store one image. Returns None on success, else the failure reason.
 
     Errors writing `target` (disk full, permissions) are not bad data and propagate.
     """
     try:
-        data = fetch_image_bytes(session, url, cfg)
+        data = fetch_image_bytes(session, url, cfg, schemes)
         # One full decode: validates the content, applies the pixel limit and EXIF orientation;
         # draft_size lets libjpeg decode big photos at a reduced scale directly.
         img = decode_image(data, max_pixels=cfg.max_pixels, draft_size=cfg.image_size)
@@ -334,7 +338,8 @@ def _log_unexpected(url: str, exc: Exception) -> None:
 
 @dataclass
 class DownloadResult:
-    """What download_images did. `images_per_class` counts usable images (downloaded + already present)."""
+    """What download_images did. `images_per_class` counts usable images (downloaded + already present) of
+    each landmark; distractors are not a class and are not counted there."""
 
     selected: int
     downloaded: int
@@ -342,6 +347,7 @@ class DownloadResult:
     removed: int  # files deleted from the images folder: not in the selection, or leftover temp files
     failures: pd.DataFrame  # FAILURE_COLUMNS, in input order
     images_per_class: dict[int, int] = field(default_factory=dict)
+    distractors: int = 0  # usable distractor photos
 
     @property
     def failures_by_reason(self) -> dict[str, int]:
@@ -373,10 +379,18 @@ def prune_images(images_dir: Path, keep: set[Path]) -> int:
 
 
 def _parse_landmark_id(value: Any) -> int | None:
+    """A landmark id >= 0, or NO_LANDMARK_ID for a distractor; None for anything else."""
     if isinstance(value, (int,)) and not isinstance(value, bool):
-        return value if value >= 0 else None
+        return value if value >= 0 or value == NO_LANDMARK_ID else None
     text = str(value).strip()
+    if text == str(NO_LANDMARK_ID):
+        return NO_LANDMARK_ID
     return int(text) if text.isdigit() and text.isascii() else None
+
+
+def row_schemes(landmark_id: int | None, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """URL schemes a row may use: the dataset's for landmark photos, DISTRACTOR_SCHEMES for distractors."""
+    return DISTRACTOR_SCHEMES if landmark_id == NO_LANDMARK_ID else allowed
 
 
 def plan_rows(rows: pd.DataFrame, images_dir: Path, allowed_schemes: tuple[str, ...]) -> tuple[list[Path | None], list[str | None]]:
@@ -395,7 +409,7 @@ def plan_rows(rows: pd.DataFrame, images_dir: Path, allowed_schemes: tuple[str, 
             reason = "invalid_url"
         else:
             try:
-                if urlsplit(url).scheme.lower() not in allowed_schemes:
+                if urlsplit(url).scheme.lower() not in row_schemes(lid, allowed_schemes):
                     reason = "disallowed_scheme"
             except ValueError:  # e.g. an unbalanced "[" in the host
                 reason = "invalid_url"
@@ -431,13 +445,14 @@ def download_images(
 
     session = session or make_session(cfg.user_agent, cfg.workers, cfg.max_redirects)
     urls = rows["url"].tolist()
+    schemes = [row_schemes(_parse_landmark_id(v), cfg.allowed_schemes) for v in rows["landmark_id"]]
     failed = sum(r is not None for r in reasons)
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo) - failed, unit="img", desc="download",
                disable=not progress, smoothing=0.05, dynamic_ncols=True)
     bar.set_postfix(failed=failed, refresh=False)
     downloaded = 0
     try:
-        for i, reason in _run_parallel(todo, lambda i: download_one(session, urls[i], targets[i], cfg), cfg.workers):
+        for i, reason in _run_parallel(todo, lambda i: download_one(session, urls[i], targets[i], cfg, schemes[i]), cfg.workers):
             reasons[i] = reason
             if reason is None:
                 downloaded += 1
@@ -456,9 +471,10 @@ def download_images(
         lid = _parse_landmark_id(landmark)
         if lid is not None:
             usable[lid] = usable.get(lid, 0) + (reason is None)
+    distractors = usable.pop(NO_LANDMARK_ID, 0)
     return DownloadResult(
         selected=len(rows), downloaded=downloaded, already_present=sum(present), removed=removed,
-        failures=failures.reset_index(drop=True), images_per_class=usable,
+        failures=failures.reset_index(drop=True), images_per_class=usable, distractors=distractors,
     )
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from landmarks.gldv2 import category_name
+from landmarks.gldv2 import NO_LANDMARK_ID, category_name
 
 DROP_REASONS = (
     "invalid_id",
@@ -265,3 +265,42 @@ def select_classes(
         "classes_without_category": int(sum(1 for c in chosen.tolist() if c not in known)),
     }
     return Selection(selected=selected, classes=classes, dropped=rows.dropped, stats=stats)
+
+
+# Distractor lists are written by fetch_csv itself (file:// URLs into data/raw for rendered or
+# extracted photos), so local files are allowed for them whatever the dataset.
+DISTRACTOR_SCHEMES = ("http", "https", "file")
+
+
+def select_distractors(
+    distractors: pd.DataFrame, *, landmark_ids: Collection[str], max_distractors: int | None, seed: int
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Clean the distractor rows (id,url) and sample at most `max_distractors` by seeded id hash.
+
+    Returns rows (id, url, landmark_id=NO_LANDMARK_ID) sorted by id, and the drop counts: invalid_id,
+    invalid_url, disallowed_scheme, duplicate_id, and also_a_landmark (an id that is a landmark photo
+    too: it cannot be both a positive and a negative).
+    """
+    if max_distractors is not None and max_distractors < 0:
+        raise ValueError(f"max_distractors={max_distractors} must be >= 0 or None")
+    ids = distractors["id"].to_numpy(dtype=object)
+    urls = distractors["url"].to_numpy(dtype=object)
+    values, keep = parse_hex_ids(ids)
+    dropped = {"invalid_id": int((~keep).sum())}
+    present, scheme_ok = check_urls(urls, DISTRACTOR_SCHEMES)
+    dropped["invalid_url"] = int((keep & ~present).sum())
+    keep &= present
+    dropped["disallowed_scheme"] = int((keep & ~scheme_ok).sum())
+    keep &= scheme_ok
+    first = ~pd.Series(values).duplicated().to_numpy()
+    dropped["duplicate_id"] = int((keep & ~first).sum())
+    keep &= first
+    clash = np.isin(ids, np.asarray(list(landmark_ids), dtype=object))
+    dropped["also_a_landmark"] = int((keep & clash).sum())
+    keep &= ~clash
+    rows = np.flatnonzero(keep)
+    if max_distractors is not None and len(rows) > max_distractors:
+        rows = rows[np.argsort(sample_keys(values[rows], seed), kind="stable")[:max_distractors]]
+    rows = rows[np.argsort(values[rows], kind="stable")]
+    out = pd.DataFrame({"id": ids[rows].astype(str), "url": urls[rows], "landmark_id": NO_LANDMARK_ID})
+    return out, dropped

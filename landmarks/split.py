@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from landmarks.data import SPLITS, image_path
+from landmarks.gldv2 import NO_LANDMARK_ID
 
 
 def check_fractions(fractions: dict[str, float]) -> None:
@@ -35,6 +36,8 @@ def stratified_split(
     Classes with fewer than `min_images_per_class` images are dropped and returned as
     [{"landmark_id", "images"}], because a class with no validation or test image can be
     neither tuned nor measured. Every kept class gets at least one image in each split.
+    Distractors (landmark_id NO_LANDMARK_ID) are not a class: they go to val and test only, in the
+    ratio val:test, because they serve to choose and to measure the tagging threshold.
     """
     check_fractions(fractions)
     if min_images_per_class < len(SPLITS):
@@ -43,6 +46,12 @@ def stratified_split(
     dropped = []
     for landmark_id, group in rows.sort_values(["landmark_id", "id"]).groupby("landmark_id", sort=True):
         n = len(group)
+        if landmark_id == NO_LANDMARK_ID:
+            order = group.iloc[np.random.default_rng([seed, 0xD157]).permutation(n)]
+            n_val = int(round(n * fractions["val"] / (fractions["val"] + fractions["test"])))
+            parts["val"].append(order.iloc[:n_val])
+            parts["test"].append(order.iloc[n_val:])
+            continue
         if n < min_images_per_class:
             dropped.append({"landmark_id": int(landmark_id), "images": n})
             continue
@@ -57,6 +66,8 @@ def stratified_split(
         parts["test"].append(order.iloc[n_train + n_val :])
     empty = rows.iloc[:0][["id", "landmark_id"]]
     splits = {name: (pd.concat(frames) if frames else empty).reset_index(drop=True) for name, frames in parts.items()}
+    if splits["train"].empty:  # distractors alone are nothing to learn from
+        splits = {name: empty.reset_index(drop=True) for name in SPLITS}
     return splits, dropped
 
 

@@ -61,6 +61,7 @@ def main() -> None:
         "already_present": result.already_present,
         "failed": len(result.failures),
         "failures_by_reason": result.failures_by_reason,
+        "distractors": result.distractors,
         "removed_stale_files": result.removed,
         "min_images_per_class": min_images,
         "num_classes_below_min": len(below),

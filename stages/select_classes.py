@@ -5,8 +5,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from landmarks.gldv2 import DATASETS, iter_train_csv, read_categories, url_schemes
-from landmarks.select import select_classes
+from landmarks.select import select_classes, select_distractors
 from stages.common import ConfigError, check_choice, load_params, log, write_json
 
 
@@ -36,8 +38,9 @@ def main() -> None:
         min_images = int_param("gldv2.min_images_per_class", g.get("min_images_per_class"), 0)
         max_images = int_param("gldv2.max_images_per_class", g.get("max_images_per_class"), 1, optional=True)
         max_classes = int_param("gldv2.max_classes", g.get("max_classes"), 1, optional=True)
-    else:  # synthetic and folder datasets are already the classes the user wants
-        min_images, max_images, max_classes = 0, None, None
+        max_distractors = int_param("gldv2.max_distractors", g.get("max_distractors"), 0, optional=True)
+    else:  # synthetic and folder datasets are already the classes (and distractors) the user wants
+        min_images, max_images, max_classes, max_distractors = 0, None, None, None
 
     train = iter_train_csv(args.raw / "train.csv")
     categories = read_categories(args.raw / "label_to_category.csv")
@@ -56,12 +59,19 @@ def main() -> None:
     if s["classes_without_category"]:
         log(f"select_classes: {s['classes_without_category']} classes have no category; named 'landmark <id>'")
 
+    distractors, distractors_dropped = select_distractors(
+        pd.read_csv(args.raw / "distractors.csv", dtype=str, keep_default_na=False),
+        landmark_ids=sel.selected["id"], max_distractors=max_distractors, seed=seed)
+    log(f"select_classes: {len(distractors):,} distractor photos (no landmark)"
+        + "".join(f"; dropped {n:,}: {reason}" for reason, n in distractors_dropped.items() if n))
+
     args.out_selected.parent.mkdir(parents=True, exist_ok=True)
     args.out_classes.parent.mkdir(parents=True, exist_ok=True)
-    sel.selected.to_csv(args.out_selected, index=False)
+    pd.concat([sel.selected, distractors], ignore_index=True).to_csv(args.out_selected, index=False)
     sel.classes.to_csv(args.out_classes, index=False)
     if args.report:
-        write_json(args.report, {**s, "dropped": sel.dropped})
+        write_json(args.report, {**s, "distractors_selected": len(distractors), "dropped": sel.dropped,
+                                 "distractors_dropped": distractors_dropped})
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from landmarks.gldv2 import NO_LANDMARK_ID
 from landmarks.split import available_rows, class_table, stratified_split
 from stages.common import ConfigError, load_params, log, write_json
 
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         "images_selected": len(selected), "images_available": len(rows),
         "classes": len(table), "classes_dropped": len(dropped),
         **{f"images_{name}": len(frame) for name, frame in splits.items()},
+        **{f"distractors_{name}": int((frame["landmark_id"] == NO_LANDMARK_ID).sum()) for name, frame in splits.items()},
         "dropped": dropped,
     }
     write_json(args.report, report)
