@@ -29,8 +29,9 @@ def make_checkpoint(
     preprocess: dict[str, Any],
     params: dict[str, Any],
     metrics: dict[str, Any] | None = None,
+    gallery: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Bundle a trained model with what rebuilds it."""
+    """Bundle a trained model with what rebuilds it, and the training embeddings its open-set score uses."""
     if len(classes) == 0:
         raise ValueError("a checkpoint needs at least one class")
     # DDP wraps the model; store the plain module's weights so loading never depends on how it was trained.
@@ -44,6 +45,7 @@ def make_checkpoint(
         "preprocess": preprocess,
         "params": params,
         "metrics": metrics or {},
+        **({"gallery": gallery} if gallery is not None else {}),
     }
 
 
@@ -56,7 +58,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint dict)."""
-    ckpt = torch.load(Path(path), map_location=map_location, weights_only=False)
+    # weights_only: a checkpoint pulled from a shared remote must not be able to run code when loaded.
+    ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
     version = ckpt.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {version!r} is not supported (expected {FORMAT_VERSION})")

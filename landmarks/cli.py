@@ -41,7 +41,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", 
 NO_LANDMARK = "no landmark"
 MAX_ASPECT = 50  # panoramas are ~10:1; beyond this a file is not a photo we can classify
 CATEGORY_FIELDS = ("category", "wikidata_id", "latitude", "longitude")
-COLUMNS = ("path", "status", "landmark_id", "name", "hashtag", "confidence", *CATEGORY_FIELDS, "error")
+COLUMNS = ("path", "status", "landmark_id", "name", "hashtag", "confidence", "score", *CATEGORY_FIELDS, "error")
 # Decoded images waiting for a same-size batch partner are flushed past these limits (memory bound).
 MAX_PENDING_BATCHES = 4
 MAX_PENDING_PIXELS = 64_000_000
@@ -62,14 +62,22 @@ class LoadedPredictor:
 
     @property
     def threshold(self) -> float:
-        """Tag only predictions at least this confident; below, the answer is "no landmark"."""
+        """Tag only predictions whose open-set score reaches this; below, the answer is "no landmark"."""
         value = self.tagging.get("threshold")
         return 0.0 if value is None else float(value)
 
     @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        """uint8 [B, 3, H, W] -> probabilities [B, C] as float64."""
-        return self.module(batch).double().numpy()
+    def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [B, 3, H, W] -> (probabilities [B, C], open-set scores [B]) as float64.
+
+        Predictors exported before the open-set score have no `tag` method; their score is the
+        top probability, which is what their threshold was chosen for."""
+        if hasattr(self.module, "tag"):
+            probs, scores = self.module.tag(batch)
+        else:
+            probs = self.module(batch)
+            scores = probs.max(dim=1).values
+        return probs.double().numpy(), scores.double().numpy()
 
 
 def load_predictor(path: str | os.PathLike) -> LoadedPredictor:
@@ -155,17 +163,17 @@ def _blank(value: Any) -> Any:
     return None if value is None or value == "" or (isinstance(value, float) and value != value) else value
 
 
-def result_row(path: Path, probs: np.ndarray | None, predictor: LoadedPredictor, error: str | None = None) -> dict[str, Any]:
-    """One output record: a landmark, "no landmark" (below the tagging threshold) or an error."""
+def result_row(path: Path, probs: np.ndarray | None, score: float | None, predictor: LoadedPredictor,
+               error: str | None = None) -> dict[str, Any]:
+    """One output record: a landmark, "no landmark" (score below the tagging threshold) or an error."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row["path"] = str(path)
-    if probs is None:
+    if probs is None or score is None:
         row.update(status="error", error=error)
         return row
     k = int(np.argmax(probs))
-    confidence = float(probs[k])
-    row.update(status="ok", confidence=round(confidence, 6))
-    if confidence < predictor.threshold:
+    row.update(status="ok", confidence=round(float(probs[k]), 6), score=round(float(score), 6))
+    if score < predictor.threshold:
         row["name"] = NO_LANDMARK
         return row
     c = predictor.classes[k]
@@ -190,14 +198,14 @@ def format_rows(rows: list[dict[str, Any]], as_json: bool) -> str:
 def _run_batch(predictor: LoadedPredictor, items: list[tuple[int, Path, torch.Tensor]], rows: list[Any]) -> None:
     """Predict same-size images together; if the batch fails, retry one by one so only the culprit fails."""
     try:
-        probs = predictor(torch.stack([x for _, _, x in items]))
-        for (i, path, _), p in zip(items, probs):
-            rows[i] = result_row(path, p, predictor)
+        probs, scores = predictor(torch.stack([x for _, _, x in items]))
+        for (i, path, _), p, s in zip(items, probs, scores):
+            rows[i] = result_row(path, p, s, predictor)
     except RuntimeError as e:
         if len(items) == 1:
             i, path, _ = items[0]
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            rows[i] = result_row(path, None, predictor, error=f"prediction_failed: {message}")
+            rows[i] = result_row(path, None, None, predictor, error=f"prediction_failed: {message}")
             return
         for item in items:
             _run_batch(predictor, [item], rows)
@@ -224,7 +232,7 @@ def tag_files(
             try:
                 x = load_image(path, resize_size=resize_size, max_pixels=max_pixels)
             except (ImageError, OSError) as e:
-                rows[i] = result_row(path, None, predictor, error=describe_error(e))
+                rows[i] = result_row(path, None, None, predictor, error=describe_error(e))
                 bar.update(1)
                 continue
             bucket = pending.setdefault((x.shape[1], x.shape[2]), [])
@@ -282,20 +290,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}: error: {describe_error(e)}", file=sys.stderr)
             continue
         try:
-            probs = predictor(x.unsqueeze(0))[0]
+            probs, scores = predictor(x.unsqueeze(0))
+            probs, score = probs[0], float(scores[0])
         except RuntimeError as e:
             failed += 1
             print(f"{path}: error: prediction_failed: {(str(e).strip().splitlines() or ['?'])[0]}", file=sys.stderr)
             continue
         order = np.argsort(-probs, kind="stable")[:k]
         names = [str(predictor.classes[j].get("name") or predictor.classes[j]["landmark_id"]) for j in order]
-        row = result_row(path, probs, predictor)
+        row = result_row(path, probs, score, predictor)
         if row["landmark_id"] is not None:
-            verdict = f"-> {row['name']} {row['hashtag']}".rstrip()
+            verdict = f"-> {row['name']} {row['hashtag']} (score {score:.3f})".rstrip()
         elif predictor.threshold > 1.0:
             verdict = f"-> {NO_LANDMARK} (this model tags nothing: it never reached its target precision)"
         else:
-            verdict = f"-> {NO_LANDMARK} (best {probs[order[0]]:.3f} < threshold {predictor.threshold:.3f})"
+            verdict = f"-> {NO_LANDMARK} (score {score:.3f} < threshold {predictor.threshold:.3f})"
         print(str(path))
         for rank, (j, name) in enumerate(zip(order, names), start=1):
             print(f"  {rank:>2}. {name:<50} {probs[j]:.4f}")
@@ -343,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tag", help="tag photos and folders of photos; writes CSV (default) or JSON",
                        description="One row per file: path, status (ok/error), landmark_id, name, hashtag, "
-                                   "confidence (of the best landmark), category info, error. Below the model's "
+                                   "confidence (probability of the best landmark), score (how much the photo looks "
+                                   "like that landmark's training photos), category info, error. Below the model's "
                                    f"tagging threshold the name is '{NO_LANDMARK}' and the landmark fields are empty.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="photos and folders (searched recursively)")
     p.add_argument("--json", action="store_true", help="write JSON instead of CSV")

@@ -31,14 +31,27 @@ def predict_dataset(model: nn.Module, loader: DataLoader, device: torch.device |
     Batches are (images, labels, ...); only the images are used. Float32 throughout (no autocast),
     so the numbers match what the exported predictor computes.
     """
+    outputs = _run(model, loader, device, desc)
+    return np.concatenate([torch.softmax(o.float(), dim=-1).numpy() for o in outputs])
+
+
+@torch.no_grad()
+def embed_dataset(net: nn.Module, loader: DataLoader, device: torch.device | str, *, desc: str = "embed") -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, C], embeddings [N, D]), float32, of an EmbeddingNet over `loader`, in loader order."""
+    outputs = _run(net, loader, device, desc)
+    return np.concatenate([o[0].float().numpy() for o in outputs]), np.concatenate([o[1].float().numpy() for o in outputs])
+
+
+def _run(model: nn.Module, loader: DataLoader, device: torch.device | str, desc: str) -> list[Any]:
+    """model(images) for every batch, moved to the CPU."""
     model.eval().to(device)
-    out: list[np.ndarray] = []
+    out = []
     for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        logits = model(batch[0].to(device))
-        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        y = model(batch[0].to(device))
+        out.append(tuple(t.cpu() for t in y) if isinstance(y, tuple) else y.cpu())
     if not out:
         raise ValueError("the loader yielded no batches: nothing to evaluate")
-    return np.concatenate(out)
+    return out
 
 
 def _labels(labels: Any) -> np.ndarray:

@@ -2,11 +2,14 @@
 
 The file needs nothing but torch to load and run. Its forward takes a uint8 RGB tensor
 [B, 3, H, W] of any H, W, applies `preprocess_uint8` (the very function evaluation uses), the
-network and a softmax, and returns probabilities [B, C]. Three JSON files travel inside it
+network and a softmax, and returns probabilities [B, C]. Its `tag` method returns
+(probabilities [B, C], open-set score [B]): the score of landmarks.openset, computed against the
+gallery of training embeddings the file carries; a photo is tagged when score >= the threshold
+in tagging.json. Three JSON files travel inside it
 (`torch.jit.load(path, _extra_files={"classes.json": "", ...})`):
 
 - classes.json: the class dicts in output order (landmark_id, name, category info, counts)
-- tagging.json: the confidence threshold chosen on the validation split, and what it achieves
+- tagging.json: the score, its threshold chosen on the validation split, and what it achieves
 - preprocess.json: image_size, resize_size, mean, std
 """
 from __future__ import annotations
@@ -21,12 +24,13 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Tuple
 
 import torch
 from torch import nn
 
 from landmarks.imageio import atomic_write_bytes
+from landmarks.openset import Tagger, open_set_scores
 from landmarks.transforms import preprocess_uint8
 
 EXTRA_FILES = ("classes.json", "tagging.json", "preprocess.json")
@@ -46,36 +50,45 @@ def quiet_jit() -> Iterator[None]:
 
 
 class Predictor(nn.Module):
-    """uint8 RGB [B, 3, H, W] (any H, W) -> probabilities [B, C]."""
+    """uint8 RGB [B, 3, H, W] (any H, W) -> probabilities [B, C]; `tag` adds the open-set score."""
 
-    def __init__(self, network: nn.Module, image_size: int, resize_size: int, mean: List[float], std: List[float]) -> None:
+    def __init__(self, network: nn.Module, tagger: Tagger, image_size: int, resize_size: int, mean: List[float],
+                 std: List[float]) -> None:
         super().__init__()
-        self.network = network
+        self.network = network  # normalised images -> (logits, embeddings)
+        self.register_buffer("gallery", tagger.gallery.clone())
+        self.register_buffer("gallery_labels", tagger.gallery_labels.clone())
+        self.score = tagger.score
+        self.k = tagger.k
         self.image_size = int(image_size)
         self.resize_size = int(resize_size)
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tag(x)[0]
+
+    @torch.jit.export
+    def tag(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities [B, C], open-set score [B]); tag a photo when its score >= the threshold."""
         if x.dim() != 4 or x.size(1) != 3:
             raise ValueError("expected a uint8 RGB batch of shape [B, 3, H, W]")
         if x.dtype != torch.uint8:
             raise ValueError("expected dtype uint8 (0..255 RGB pixels)")
-        y = preprocess_uint8(x, self.image_size, self.resize_size, self.mean, self.std)
-        return torch.softmax(self.network(y), dim=-1)
+        logits, embeddings = self.network(preprocess_uint8(x, self.image_size, self.resize_size, self.mean, self.std))
+        return open_set_scores(logits, embeddings, self.gallery, self.gallery_labels, self.score, self.k)
 
 
-def build_predictor(model: nn.Module, preprocess: dict[str, Any]) -> torch.jit.ScriptModule:
-    """Trace `model` (eval mode, CPU) at the checkpoint's image size and script the uint8 wrapper around it.
-
-    Tracing at one size is exact here because preprocess_uint8 always yields image_size x image_size.
-    """
-    model = model.eval().cpu()
+def build_predictor(tagger: Tagger, preprocess: dict[str, Any]) -> torch.jit.ScriptModule:
+    """Trace the tagger's network (eval mode, CPU) at the checkpoint's image size and script the uint8
+    wrapper around it. Tracing at one size is exact because preprocess_uint8 always yields image_size x image_size."""
+    tagger = tagger.eval().cpu()
     size = int(preprocess["image_size"])
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), quiet_jit():
-        network = torch.jit.trace(model, example)
-        wrapper = Predictor(network, preprocess["image_size"], preprocess["resize_size"], preprocess["mean"], preprocess["std"])
+        network = torch.jit.trace(tagger.net, example)
+        wrapper = Predictor(network, tagger, preprocess["image_size"], preprocess["resize_size"], preprocess["mean"],
+                            preprocess["std"])
         return torch.jit.script(wrapper.eval())
 
 
@@ -121,14 +134,16 @@ def load_predictor_bytes(data: bytes) -> tuple[torch.jit.ScriptModule, dict[str,
 
 
 @torch.no_grad()
-def max_difference(predictor: nn.Module, model: nn.Module, preprocess: dict[str, Any], images: list[torch.Tensor]) -> float:
-    """Largest |predictor(x) - softmax(model(preprocess_uint8(x)))| over uint8 [3, H, W] images, one at a time."""
-    model = model.eval().cpu()
+def max_difference(predictor: Any, tagger: Tagger, preprocess: dict[str, Any], images: list[torch.Tensor]) -> float:
+    """Largest difference between predictor.tag(x) and the eager tagger on preprocess_uint8(x), over the
+    probabilities and the open-set scores of uint8 [3, H, W] images, one at a time."""
+    tagger = tagger.eval().cpu()
     worst = 0.0
     for img in images:
         x = img.unsqueeze(0)
-        expected = torch.softmax(model(preprocess_uint8(x, **preprocess)), dim=-1)
-        worst = max(worst, float((predictor(x) - expected).abs().max()))
+        expected = tagger(preprocess_uint8(x, **preprocess))
+        got = predictor.tag(x)
+        worst = max(worst, *(float((g - e).abs().max()) for g, e in zip(got, expected)))
     return worst
 
 
@@ -145,6 +160,9 @@ if len(classes) != num_classes:
 x = torch.randint(0, 256, (2, 3, 61, 47), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 with torch.no_grad():
     p = m(x)
+    p2, score = m.tag(x)
+if not torch.equal(p, p2) or tuple(score.shape) != (2,):
+    sys.exit(f"tag() disagrees with forward() or gives scores of shape {tuple(score.shape)}")
 if tuple(p.shape) != (2, num_classes):
     sys.exit(f"output shape {tuple(p.shape)}, expected (2, {num_classes})")
 if not torch.allclose(p.sum(-1), torch.ones(2, dtype=p.dtype), atol=1e-4):
@@ -169,7 +187,7 @@ def check_in_fresh_process(
 
 
 def export_predictor(
-    model: nn.Module,
+    tagger: Tagger,
     *,
     classes: list[dict[str, Any]],
     preprocess: dict[str, Any],
@@ -181,14 +199,14 @@ def export_predictor(
     """Build, verify and atomically write the predictor file; returns what was checked.
 
     Verified before anything is written: (a) the serialised file, loaded back, matches the eager
-    model within `tolerance` on `check_images` (uint8 [3, H, W]), and (b) it loads and runs in a
+    tagger (probabilities and scores) within `tolerance` on `check_images` (uint8 [3, H, W]), and (b) it loads and runs in a
     fresh interpreter that imports only torch. Either failure raises RuntimeError.
     """
     if not check_images:
         raise ValueError("export needs at least one image to check the predictor against the model")
-    data = predictor_bytes(build_predictor(model, preprocess), classes=classes, tagging=tagging, preprocess=preprocess)
+    data = predictor_bytes(build_predictor(tagger, preprocess), classes=classes, tagging=tagging, preprocess=preprocess)
     loaded, _ = load_predictor_bytes(data)
-    diff = max_difference(loaded, model, preprocess, check_images)
+    diff = max_difference(loaded, tagger, preprocess, check_images)
     if not diff <= tolerance:  # also catches nan
         raise RuntimeError(f"predictor differs from the eager model by {diff:.3g} (> {tolerance:g})")
     out_path = Path(out_path)

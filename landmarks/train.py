@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from tqdm import tqdm
 
 from landmarks.checkpoint import make_checkpoint, save_checkpoint
-from landmarks.data import LandmarkDataset, read_classes, read_split
+from landmarks.data import LandmarkDataset, known_rows, read_classes, read_split
+from landmarks.evaluation import embed_dataset
+from landmarks.openset import gallery_record
 from landmarks.imageio import atomic_write_bytes
-from landmarks.models import build_model, describe, head_parameters, set_train_mode
-from landmarks.transforms import eval_transform, preprocess_config, train_transform
+from landmarks.models import build_model, describe, head_parameters, set_train_mode, split_at_last_linear
+from landmarks.transforms import CROP_FRACTION, eval_transform, preprocess_config, train_transform
 
 OPTIMIZERS = ("sgd", "adam", "nadam", "adagrad", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
@@ -382,13 +384,14 @@ def fit(
                                      "history": history, "best": best})
 
     trained.load_state_dict(best["state"])
+    cached = {"train_features": train_set} if config.cache_features else {}
     if live is not None:
         live.summary["best"] = {"epoch": best["epoch"], "val_acc": best["acc"], "val_loss": best["loss"]}
         live.end()
     if is_main and resume:
         resume.unlink(missing_ok=True)  # the run is complete; a later run starts fresh
     return {"best_epoch": best["epoch"], "best": {"acc": best["acc"], "loss": best["loss"]}, "history": history,
-            "rank": rank, "world_size": world}
+            "rank": rank, "world_size": world, **cached}
 
 
 def _all_reduce_mean(metrics: dict[str, float], count: int, device: torch.device) -> dict[str, float]:
@@ -435,6 +438,7 @@ def train_classifier(
     augment: str,
     config: TrainConfig,
     out_path: str | os.PathLike,
+    crop_fraction: float = CROP_FRACTION,
     live_dir: str | os.PathLike | None = None,
     resume_path: str | os.PathLike | None = None,
     params: dict[str, Any] | None = None,
@@ -442,12 +446,13 @@ def train_classifier(
     """Train `arch` on the split CSVs and save a self-describing checkpoint of the best epoch."""
     classes = read_classes(splits_dir)
     class_ids = [c["landmark_id"] for c in classes]
-    preprocess = preprocess_config(image_size=image_size, mean=mean, std=std)
+    preprocess = preprocess_config(image_size=image_size, mean=mean, std=std, crop_fraction=crop_fraction)
     # Cached features are computed once, so they come from un-augmented images.
     augment_used = "none" if config.cache_features else augment
-    train_set = LandmarkDataset(read_split(splits_dir, "train"), images_dir, class_ids,
-                                train_transform(**preprocess, augment=augment_used))
-    val_set = LandmarkDataset(read_split(splits_dir, "val"), images_dir, class_ids, eval_transform(**preprocess))
+    # Distractors (no landmark) are for choosing and measuring the tagging threshold, not for training.
+    train_rows, val_rows = (known_rows(read_split(splits_dir, name)) for name in ("train", "val"))
+    train_set = LandmarkDataset(train_rows, images_dir, class_ids, train_transform(**preprocess, augment=augment_used))
+    val_set = LandmarkDataset(val_rows, images_dir, class_ids, eval_transform(**preprocess))
     torch.manual_seed(config.seed)  # the fresh head's (and a scratch model's) initial weights
     model = build_model(arch, num_classes=len(classes), **arch_kwargs)
     head_name = getattr(model, "landmark_head_name", None)
@@ -460,13 +465,35 @@ def train_classifier(
         head=model.get_submodule(head_name) if head_name else None,
     )
     if result["rank"] == 0:
+        gallery = training_gallery(model, result, train_rows, images_dir, class_ids, preprocess, config)
         ckpt = make_checkpoint(
             model, arch=arch, arch_kwargs=arch_kwargs, classes=classes, preprocess=preprocess,
             params={**(params or {}), "augment": augment_used},
             metrics={"best_epoch": result["best_epoch"], "val_acc": result["best"]["acc"], "val_loss": result["best"]["loss"]},
+            gallery=gallery,
         )
         save_checkpoint(out_path, ckpt)
     if dist.is_initialized():
         dist.barrier()  # no rank exits (and lets torchrun tear the group down) before the checkpoint is written
         dist.destroy_process_group()
     return result
+
+
+def training_gallery(
+    model: nn.Module, result: dict[str, Any], train_rows: Any, images_dir: str | os.PathLike, class_ids: list[int],
+    preprocess: dict[str, Any], config: TrainConfig,
+) -> dict[str, torch.Tensor]:
+    """The embeddings of the (un-augmented) training photos that the knn open-set score compares with.
+
+    A cached-feature run already computed them: they are exactly the head's inputs.
+    """
+    cached = result.get("train_features")
+    if cached is not None:
+        features, labels = cached.tensors
+        return gallery_record(features, labels)
+    device = select_device(config.device)
+    dataset = LandmarkDataset(train_rows, images_dir, class_ids, eval_transform(**preprocess))
+    loader = make_loader(dataset, batch_size=config.batch_size, train=False, seed=config.seed,
+                         num_workers=resolve_num_workers(config.num_workers, device), device=device)
+    _, embeddings = embed_dataset(split_at_last_linear(model), loader, device, desc="gallery")
+    return gallery_record(torch.from_numpy(embeddings), torch.tensor(dataset.labels))

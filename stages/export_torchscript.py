@@ -1,7 +1,7 @@
 """Stage export_torchscript: the transfer model as one TorchScript file that needs only torch to run.
 
 The predictor is verified before it is written: on up to CHECK_IMAGES test images it must match
-the eager model within 1e-5, and it must load and run in a fresh interpreter that imports only torch.
+the eager model (probabilities and open-set scores) within 1e-5, and it must load and run in a fresh interpreter that imports only torch.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from landmarks.checkpoint import load_checkpoint
 from landmarks.data import image_path, read_split
 from landmarks.export import export_predictor
 from landmarks.imageio import ImageError, decode_image, sha256_file
+from landmarks.openset import build_tagger
 from stages.common import log
 
 CHECK_IMAGES = 64
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     model, ckpt = load_checkpoint(args.model)
     with open(args.tagging) as f:
         tagging = json.load(f)
-    if "threshold" not in tagging:
-        raise SystemExit(f"error: {args.tagging} has no threshold; run the evaluate stage first")
+    if not {"threshold", "score", "neighbours"} <= set(tagging):
+        raise SystemExit(f"error: {args.tagging} lacks the tagging decision; run the evaluate stage first")
     expected = tagging.get("model_sha256")
     if expected and expected != sha256_file(args.model):
         raise SystemExit(f"error: {args.tagging} was computed for another checkpoint than {args.model}; re-run evaluate")
@@ -48,12 +49,13 @@ def main(argv: list[str] | None = None) -> None:
         except (ImageError, OSError) as e:
             skipped += 1
             log(f"  skipping unreadable check image {iid}: {e}")
-    report = export_predictor(model, classes=ckpt["classes"], preprocess=ckpt["preprocess"], tagging=tagging,
+    tagger = build_tagger(model, ckpt, score=tagging["score"], k=tagging["neighbours"])
+    report = export_predictor(tagger, classes=ckpt["classes"], preprocess=ckpt["preprocess"], tagging=tagging,
                               check_images=images, out_path=args.out)
     log(f"wrote {args.out}: {report['num_classes']} classes, {report['bytes'] / 1e6:.1f} MB; "
         f"max |predictor - model| = {report['max_abs_diff']:.2g} on {report['check_images']} test images"
         f"{f' ({skipped} unreadable skipped)' if skipped else ''}; loads in a fresh torch-only process; "
-        f"tagging threshold {tagging['threshold']:.4f}")
+        f"tags when the {tagging['score']} score >= {tagging['threshold']:.4f}")
 
 
 if __name__ == "__main__":
