@@ -10,8 +10,7 @@ Conventions used throughout:
 """
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,19 +19,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 ECE_BINS = 15
-# A threshold no probability can reach: selecting it tags nothing.
-NEVER = math.nextafter(1.0, 2.0)
-
-
-@torch.no_grad()
-def predict_dataset(model: nn.Module, loader: DataLoader, device: torch.device | str, *, desc: str = "predict") -> np.ndarray:
-    """Softmax probabilities [N, C] (float32) of `model` over `loader`, in loader order.
-
-    Batches are (images, labels, ...); only the images are used. Float32 throughout (no autocast),
-    so the numbers match what the exported predictor computes.
-    """
-    outputs = _run(model, loader, device, desc)
-    return np.concatenate([torch.softmax(o.float(), dim=-1).numpy() for o in outputs])
 
 
 @torch.no_grad()
@@ -166,59 +152,6 @@ def macro_f1(labels: Any, predicted: Any, num_classes: int) -> float:
     return float(stats["f1"][seen].mean()) if seen.any() else 0.0
 
 
-class ThresholdChoice(NamedTuple):
-    """A confidence threshold and what it achieves on the data it was chosen on."""
-
-    threshold: float
-    precision: float  # nan when nothing is tagged
-    coverage: float
-
-
-def precision_coverage(confidences: Any, correct: Any, threshold: float) -> tuple[float, float]:
-    """(precision, coverage) of tagging only predictions with confidence >= threshold.
-
-    Coverage is the fraction of all images tagged; precision is nan when nothing is tagged.
-    """
-    conf = np.asarray(confidences, dtype=np.float64)
-    hit = np.asarray(correct, dtype=bool)
-    if len(conf) == 0:
-        return float("nan"), 0.0
-    tagged = conf >= threshold
-    n = int(tagged.sum())
-    return (float(hit[tagged].sum() / n) if n else float("nan")), n / len(conf)
-
-
-def select_threshold(confidences: Any, correct: Any, target_precision: float) -> ThresholdChoice:
-    """The lowest confidence threshold whose tagged predictions reach `target_precision`.
-
-    Tagging means: predictions with confidence >= threshold are kept, the rest are "no landmark".
-    The candidates are the observed confidences; the one chosen keeps the most predictions
-    (maximum coverage) among those whose precision (correct kept / kept) is >= the target.
-    Precision is not monotonic in the threshold, so every candidate is checked, not just a prefix.
-    Predictions with equal confidence are kept or dropped together. If no candidate reaches the
-    target, the threshold is NEVER (just above 1.0, tags nothing), coverage 0 and precision nan.
-    """
-    if not 0.0 < target_precision <= 1.0:
-        raise ValueError(f"target_precision={target_precision} must be in (0, 1]")
-    conf = np.asarray(confidences, dtype=np.float64)
-    hit = np.asarray(correct, dtype=bool)
-    if len(conf) != len(hit):
-        raise ValueError(f"need equally many confidences and outcomes, got {len(conf)} and {len(hit)}")
-    if len(conf) == 0:
-        return ThresholdChoice(NEVER, float("nan"), 0.0)
-    order = np.argsort(-conf, kind="stable")
-    conf_sorted, hit_sorted = conf[order], hit[order]
-    kept = np.arange(1, len(conf) + 1)
-    precision = np.cumsum(hit_sorted) / kept
-    # Only the last position of each run of equal confidences is a threshold one can actually set.
-    last_of_group = np.append(conf_sorted[1:] != conf_sorted[:-1], True)
-    ok = np.flatnonzero(last_of_group & (precision >= target_precision))
-    if len(ok) == 0:
-        return ThresholdChoice(NEVER, float("nan"), 0.0)
-    i = ok[-1]
-    return ThresholdChoice(float(conf_sorted[i]), float(precision[i]), float(kept[i] / len(conf)))
-
-
 def summarize(probs: np.ndarray, labels: Any) -> dict[str, float | int]:
     """The headline numbers of one model on one split (fractions in 0..1, unrounded)."""
     probs = np.asarray(probs)
@@ -234,13 +167,3 @@ def summarize(probs: np.ndarray, labels: Any) -> dict[str, float | int]:
         "macro_f1": macro_f1(true, pred, probs.shape[1]),
         "num_test": int(len(true)),
     }
-
-
-def most_confident_mistakes(probs: np.ndarray, labels: Any, n: int) -> np.ndarray:
-    """Indices of up to `n` wrong top-1 predictions, most confident first (stable on ties)."""
-    probs = np.asarray(probs)
-    true = _labels(labels)
-    pred = probs.argmax(axis=1)
-    conf = probs.max(axis=1)
-    wrong = np.flatnonzero(pred != true)
-    return wrong[np.argsort(-conf[wrong], kind="stable")][:n]
