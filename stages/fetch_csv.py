@@ -3,7 +3,10 @@
 dataset: synthetic -> rendered by landmarks.synthetic (deterministic from `seed`);
          gldv2     -> downloaded from gldv2.metadata_url / gldv2.category_url (http(s) or a
                       file:// mirror), resumable: partial bytes wait in `<out>.partial/` beside
-                      the output, which DVC does not delete before rerunning the stage;
+                      the output, which DVC does not delete before rerunning the stage; the
+                      distractors are the non-landmark photos of the first
+                      gldv2.distractor_shards test shards, in <out>/distractors/<id>.jpg
+                      (landmarks.gldv2_distractors);
          folder    -> scanned from --folder, one sub-folder per landmark.
 distractors.csv (id,url) lists photos that show no landmark of the class list (synthetic scenes,
 the folder's `_no_landmark/`); it may be empty.
@@ -21,11 +24,14 @@ from landmarks.download import FetchError, fetch_file
 from landmarks.imageio import sha256_file
 from landmarks.folder import NO_LANDMARK_FOLDER, scan_folder
 from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, DISTRACTOR_COLUMNS, TRAIN_COLUMNS
+from landmarks.gldv2_distractors import DistractorError, check_params, fetch_distractors
 from stages.common import ConfigError, check_choice, load_params, log, write_json
 
 TRAIN_FILE = "train.csv"
 CATEGORY_FILE = "label_to_category.csv"
 DISTRACTOR_FILE = "distractors.csv"
+SOLUTION_FILE = "recognition_solution.csv"
+DISTRACTOR_DIR = "distractors"
 
 
 def write_csv(df: pd.DataFrame, path: Path, source: str) -> dict[str, Any]:
@@ -73,6 +79,10 @@ def from_folder(folder: Path, out: Path) -> dict[str, Any]:
 
 def from_gldv2(params: dict[str, Any], out: Path) -> dict[str, Any]:
     g = params.get("gldv2") or {}
+    try:
+        distractor_source = check_params(g)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     partial = out.parent / f"{out.name}.partial"
     files = {}
     for key, name, columns in (("metadata_url", TRAIN_FILE, TRAIN_COLUMNS), ("category_url", CATEGORY_FILE, CATEGORY_COLUMNS)):
@@ -89,6 +99,14 @@ def from_gldv2(params: dict[str, Any], out: Path) -> dict[str, Any]:
         if missing:
             raise SystemExit(f"error: {url} is not a GLDv2 {name}: missing column(s) {', '.join(missing)}")
         files[name] = {"source": record["url"], "size": record["size"], "sha256": record["sha256"]}
+    try:
+        distractors, records = fetch_distractors(distractor_source, out, partial, solution_name=SOLUTION_FILE,
+                                                 images_name=DISTRACTOR_DIR, log=log)
+    except DistractorError as e:
+        raise SystemExit(f"error: {e}") from None
+    files.update(records)
+    source = ", ".join(distractor_source.shard_urls) or "gldv2.distractor_shards=0"
+    files[DISTRACTOR_FILE] = write_csv(distractors, out / DISTRACTOR_FILE, source)
     if partial.is_dir() and not any(partial.iterdir()):
         partial.rmdir()
     return files

@@ -236,8 +236,8 @@ def test_fetch_csv_gldv2_mode_downloads_and_records_the_metadata(tmp_path, monke
     with FaultServer() as server:
         train_url = server.route("/train.csv", Cut(DATA, at=3000), Respond(body=DATA))
         cat_url = server.route("/cats.csv", Respond(body=cats))
-        raw = run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2",
-                                                    "gldv2": {"metadata_url": train_url, "category_url": cat_url}})
+        raw = run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "gldv2": {
+            "metadata_url": train_url, "category_url": cat_url, "distractor_shards": 0}})
     manifest = json.loads((raw / "manifest.json").read_text())
     assert manifest["files"]["train.csv"] == {"source": train_url, "size": len(DATA), "sha256": SHA}
     assert manifest["files"]["label_to_category.csv"]["sha256"] == hashlib.sha256(cats).hexdigest()
