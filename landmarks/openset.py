@@ -5,9 +5,11 @@ confident-looking answer. The tagger therefore scores each prediction by how muc
 like the training photos of the landmark it predicts (recognition by retrieval, as the Google
 Landmark Recognition winners verified their predictions):
 
-    knn: the mean cosine similarity between the photo's embedding (what the classifier's last
-         Linear layer reads) and the K most similar training embeddings of the predicted class.
-    msp: the maximum softmax probability (the classic baseline, kept for comparison).
+    knn:     the mean cosine similarity between the photo's embedding (what the classifier's last
+             Linear layer reads) and the K most similar training embeddings of the predicted class.
+    msp:     the maximum softmax probability (the classic baseline, kept for comparison).
+    knn_msp: their product (knn clipped at 0): a prediction must be both confident and look
+             like the training photos.
 
 A photo is tagged only when its score reaches the threshold `evaluate` chose on a validation split
 that holds distractors. The functions here are TorchScript-compatible: the exported predictor
@@ -23,7 +25,7 @@ from torch import nn
 
 from landmarks.models import EmbeddingNet, split_at_last_linear
 
-SCORES = ("knn", "msp")
+SCORES = ("knn", "msp", "knn_msp")
 DEFAULT_K = 3
 GALLERY_DTYPE = torch.float16  # halves the checkpoint; similarities need no more precision
 
@@ -49,9 +51,13 @@ def open_set_scores(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(probabilities [B, C], open-set score [B]) from the classifier's logits and embeddings."""
     probs = torch.softmax(logits.float(), dim=-1)
+    top, predicted = probs.max(dim=1)
     if score == "msp":
-        return probs, probs.max(dim=1).values
-    return probs, knn_similarity(embeddings, gallery, gallery_labels, probs.argmax(dim=1), k)
+        return probs, top
+    knn = knn_similarity(embeddings, gallery, gallery_labels, predicted, k)
+    if score == "knn_msp":
+        return probs, knn.clamp(min=0.0) * top
+    return probs, knn
 
 
 class Tagger(nn.Module):
