@@ -88,6 +88,15 @@ def draw_background_building(d: ImageDraw.ImageDraw, rng: np.random.Generator, x
                   fill=tuple(int(c * 0.85) for c in col))
 
 
+def draw_car(d: ImageDraw.ImageDraw, cx: float, base: float, w: float, h: float, col: Color) -> None:
+    """A car seen from the side, `w` long and `h` tall (body only), its wheels standing on `base`."""
+    d.rounded_rectangle([cx - w / 2, base - h, cx + w / 2, base - h * 0.2], radius=h * 0.2, fill=col)
+    d.rectangle([cx - w * 0.35, base - h * 1.3, cx + w * 0.3, base - h], fill=col)
+    d.rectangle([cx - w * 0.3, base - h * 1.22, cx + w * 0.25, base - h * 1.02], fill=(60, 70, 80))
+    for wx in (cx - w * 0.3, cx + w * 0.3):
+        d.ellipse([wx - h * 0.25, base - h * 0.45, wx + h * 0.25, base + h * 0.05], fill=(25, 25, 25))
+
+
 def draw_occluder(d: ImageDraw.ImageDraw, rng: np.random.Generator, S: int, box: tuple[float, float, float, float],
                   tint: Sequence[float]) -> None:
     """Something close to the camera that hides part of the landmark."""
@@ -103,11 +112,7 @@ def draw_occluder(d: ImageDraw.ImageDraw, rng: np.random.Generator, S: int, box:
         col = tinted(jitter(rng, MATERIALS[rng.integers(len(MATERIALS))], 30), tint)
         w, h = S * rng.uniform(0.3, 0.6), S * rng.uniform(0.12, 0.22)
         cx, base = rng.uniform(x0, x1), S * rng.uniform(0.95, 1.02)
-        d.rounded_rectangle([cx - w / 2, base - h, cx + w / 2, base - h * 0.2], radius=h * 0.2, fill=col)
-        d.rectangle([cx - w * 0.35, base - h * 1.3, cx + w * 0.3, base - h], fill=col)
-        d.rectangle([cx - w * 0.3, base - h * 1.22, cx + w * 0.25, base - h * 1.02], fill=(60, 70, 80))
-        for wx in (cx - w * 0.3, cx + w * 0.3):
-            d.ellipse([wx - h * 0.25, base - h * 0.45, wx + h * 0.25, base + h * 0.05], fill=(25, 25, 25))
+        draw_car(d, cx, base, w, h, col)
     else:  # a branch with leaves hanging from the top
         col = tinted(jitter(rng, (50, 100, 40), 25), tint)
         sx = rng.choice([0, S])
@@ -162,16 +167,35 @@ def draw_foreground(d: ImageDraw.ImageDraw, rng: np.random.Generator, S: int, ho
         draw_occluder(d, rng, S, box, tint)
 
 
-def render_scene(kind: int, rng: np.random.Generator, size: int) -> tuple[Image.Image, int]:
-    """Render one photo of landmark `kind`; returns the image and the JPEG quality to save it at."""
-    # Supersampling smooths the polygon edges; 2x is plenty and keeps rendering fast.
-    ss = 2 if size <= 320 else 1
-    S = size * ss
-    k = KINDS[kind]
+def supersampling(size: int) -> int:
+    """How many times bigger than `size` to draw: supersampling smooths the polygon edges; 2x is plenty and fast."""
+    return 2 if size <= 320 else 1
+
+
+def pick_light(rng: np.random.Generator) -> tuple[str, tuple[float, float, float]]:
+    """The photo's sky and the tint its light puts on everything."""
     sky = str(rng.choice(list(SKY_WEIGHTS), p=list(SKY_WEIGHTS.values())))
     tint = tuple(v * rng.uniform(0.9, 1.1) for v in SKIES[sky][2])
     if sky == "night" and rng.random() < 0.6:  # floodlit at night
         tint = tuple(v * rng.uniform(0.7, 1.0) for v in (1.0, 0.85, 0.6))
+    return sky, tint  # type: ignore[return-value]
+
+
+def develop(img: Image.Image, rng: np.random.Generator, ss: int) -> tuple[Image.Image, int]:
+    """Scale a drawing drawn `ss` times too big down to size, apply the camera; also picks the JPEG quality."""
+    if ss > 1:
+        img = img.reduce(ss)
+    img = camera(img, rng)
+    quality = int(rng.integers(JPEG_QUALITY_RANGE[0], JPEG_QUALITY_RANGE[1] + 1))
+    return img, quality
+
+
+def render_scene(kind: int, rng: np.random.Generator, size: int) -> tuple[Image.Image, int]:
+    """Render one photo of landmark `kind`; returns the image and the JPEG quality to save it at."""
+    ss = supersampling(size)
+    S = size * ss
+    k = KINDS[kind]
+    sky, tint = pick_light(rng)
 
     # Where the landmark goes: big or small, left or right, partly out of frame sometimes.
     frac = rng.uniform(0.62, 0.95)
@@ -195,11 +219,7 @@ def render_scene(kind: int, rng: np.random.Generator, size: int) -> tuple[Image.
     k.draw(pen, rng, look)
     draw_foreground(ImageDraw.Draw(img), rng, S, horizon, (cx - w_px / 2, base - h_px, cx + w_px / 2, base), tint)
 
-    if ss > 1:
-        img = img.reduce(ss)
-    img = camera(img, rng)
-    quality = int(rng.integers(JPEG_QUALITY_RANGE[0], JPEG_QUALITY_RANGE[1] + 1))
-    return img, quality
+    return develop(img, rng, ss)
 
 
 def camera(img: Image.Image, rng: np.random.Generator) -> Image.Image:
