@@ -20,8 +20,10 @@ from landmarks.synthetic import (
     KINDS,
     LANDMARK_NAMES,
     MAX_LANDMARK_ID,
+    SCENE_TYPES,
     category_url,
     generate_dataset,
+    render_distractor,
     render_landmark,
 )
 
@@ -148,6 +150,24 @@ def test_numpy_integers_are_accepted_as_config(tmp_path: Path) -> None:
 def test_render_landmark_rejects_unknown_kind_or_tiny_size(kind: int, size: int) -> None:
     with pytest.raises(ValueError, match=str(kind) if size >= 32 else str(size)):
         render_landmark(kind, np.random.default_rng(0), size)
+
+
+# --- distractors: photos that show no landmark of the class list -------------------------------
+
+@pytest.mark.parametrize("size", [32, 97])
+def test_every_scene_type_renders_a_deterministic_photo(size: int) -> None:
+    for scene in SCENE_TYPES:
+        a = render_distractor(scene, np.random.default_rng([size, 1]), size)
+        b = render_distractor(scene, np.random.default_rng([size, 1]), size)
+        assert a.mode == "RGB" and a.size == (size, size)
+        assert np.asarray(a).std() > 5, f"{scene} rendered a blank image at {size}px"
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("scene, size", [("cathedral", 64), ("street", 16)])
+def test_render_distractor_rejects_unknown_scene_or_tiny_size(scene: str, size: int) -> None:
+    with pytest.raises(ValueError, match=scene if size >= 32 else str(size)):
+        render_distractor(scene, np.random.default_rng(0), size)
 
 
 # --- learnable, but not from raw pixels --------------------------------------------------------

@@ -12,6 +12,8 @@ The modules, each importing only those above it:
   tall_kinds, wide_kinds   one drawing routine per landmark kind
   kinds      KINDS: the classes, their names and extents
   scene      one landmark photo: sky, ground, background, clutter, occluders, camera, JPEG
+  outdoor, closeups, indoor   the distractor scenes, which show no landmark
+  distractors   the scene types, and one distractor photo developed like a landmark photo
   dataset    ids, per-photo generators, checks, generate_dataset
 """
 from landmarks.synthetic.dataset import (
@@ -24,11 +26,12 @@ from landmarks.synthetic.dataset import (
     image_rng,
     landmark_ids,
 )
+from landmarks.synthetic.distractors import SCENE_TYPES, render_distractor, render_distractor_jpeg
 from landmarks.synthetic.kinds import KINDS, LANDMARK_NAMES, Kind
 from landmarks.synthetic.scene import JPEG_QUALITY_RANGE, MIN_IMAGE_SIZE, render_jpeg, render_landmark
 
 __all__ = [
-    "CATEGORY_PREFIX", "JPEG_QUALITY_RANGE", "KINDS", "LANDMARK_NAMES", "MAX_LANDMARK_ID", "MIN_IMAGE_SIZE", "Kind",
-    "category_url", "check_int", "generate_dataset", "image_id", "image_rng", "landmark_ids", "render_jpeg",
-    "render_landmark",
+    "CATEGORY_PREFIX", "JPEG_QUALITY_RANGE", "KINDS", "LANDMARK_NAMES", "MAX_LANDMARK_ID", "MIN_IMAGE_SIZE",
+    "SCENE_TYPES", "Kind", "category_url", "check_int", "generate_dataset", "image_id", "image_rng", "landmark_ids",
+    "render_distractor", "render_distractor_jpeg", "render_jpeg", "render_landmark",
 ]

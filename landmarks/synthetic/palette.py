@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 Color = tuple[int, int, int]
+Tint = Sequence[float]  # a light's colour, as factors on r, g, b
 
 # One pool for every kind, so that no landmark owns a colour.
 MATERIALS: list[Color] = [
@@ -70,3 +71,20 @@ def pick_materials(rng: np.random.Generator, sky: Color, tint: Sequence[float]) 
     apart = [abs(luma(c) - luma(candidates[main])) if i != main else -1.0 for i, c in enumerate(candidates)]
     accent = next((i for i, v in enumerate(apart) if v >= 40), int(np.argmax(apart)))
     return candidates[main], candidates[accent]
+
+
+def scene_look(rng: np.random.Generator, tint: Tint) -> Look:
+    """The light of a scene with no landmark: a sunny side and the tint (materials are picked per object)."""
+    main, accent = (MATERIALS[i] for i in rng.choice(len(MATERIALS), 2, replace=False))
+    return Look(main=main, accent=accent, light=float(rng.choice([-1, 1]) * rng.uniform(0.3, 1.0)),
+                tint=tuple(tint))  # type: ignore[arg-type]
+
+
+def mix(a: Sequence[float], b: Sequence[float], t: float) -> Color:
+    """(1 - t) * a + t * b, as a colour."""
+    return tuple(int(min(255.0, max(0.0, x * (1 - t) + y * t))) for x, y in zip(a, b))  # type: ignore[return-value]
+
+
+def material(rng: np.random.Generator, amount: float = 30) -> Color:
+    """A material from the pool, jittered by up to `amount`: how the scenes colour their things."""
+    return jitter(rng, MATERIALS[rng.integers(len(MATERIALS))], amount)
