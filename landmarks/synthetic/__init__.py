@@ -18,9 +18,12 @@ The modules, each importing only those above it:
 """
 from landmarks.synthetic.dataset import (
     CATEGORY_PREFIX,
+    MAX_DISTRACTOR_FRACTION,
     MAX_LANDMARK_ID,
     category_url,
+    check_fraction,
     check_int,
+    distractor_id,
     generate_dataset,
     image_id,
     image_rng,
@@ -31,7 +34,8 @@ from landmarks.synthetic.kinds import KINDS, LANDMARK_NAMES, Kind
 from landmarks.synthetic.scene import JPEG_QUALITY_RANGE, MIN_IMAGE_SIZE, render_jpeg, render_landmark
 
 __all__ = [
-    "CATEGORY_PREFIX", "JPEG_QUALITY_RANGE", "KINDS", "LANDMARK_NAMES", "MAX_LANDMARK_ID", "MIN_IMAGE_SIZE",
-    "SCENE_TYPES", "Kind", "category_url", "check_int", "generate_dataset", "image_id", "image_rng", "landmark_ids",
-    "render_distractor", "render_distractor_jpeg", "render_jpeg", "render_landmark",
+    "CATEGORY_PREFIX", "JPEG_QUALITY_RANGE", "KINDS", "LANDMARK_NAMES", "MAX_DISTRACTOR_FRACTION",
+    "MAX_LANDMARK_ID", "MIN_IMAGE_SIZE", "SCENE_TYPES", "Kind", "category_url", "check_fraction", "check_int",
+    "distractor_id", "generate_dataset", "image_id", "image_rng", "landmark_ids", "render_distractor",
+    "render_distractor_jpeg", "render_jpeg", "render_landmark",
 ]
