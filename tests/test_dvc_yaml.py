@@ -15,20 +15,48 @@ STAGES = DVC["stages"]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+LOCAL_PACKAGES = ("landmarks", "stages")
+
+
+def module_files(name: str) -> list[str]:
+    """The files that importing module `name` runs: the __init__.py of each enclosing sub-package and
+    the module's own file (`a/b.py`, or `a/b/__init__.py` for a package). The top-level packages'
+    __init__.py files are left out: they hold only a version string and no stage code."""
+    parts = name.split(".")
+    files = []
+    for depth in range(2, len(parts) + 1):
+        stem = "/".join(parts[:depth])
+        files += [rel for rel in (f"{stem}.py", f"{stem}/__init__.py") if (REPO / rel).exists()][:1]
+    return files
+
+
+def imported_modules(path: Path, tree: ast.AST) -> list[str]:
+    """Dotted names of what `path` imports, relative imports resolved; `from pkg import sub` yields pkg.sub too."""
+    package = path.relative_to(REPO).with_suffix("").parts[:-1]
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(filter(None, [base, node.module]))
+            names += [module] + [f"{module}.{a.name}" for a in node.names]
+    return names
+
+
 def local_imports(path: Path) -> set[str]:
     """Files under landmarks/ and stages/ that `path` imports, transitively."""
     seen: set[str] = set()
     todo = [path]
     while todo:
-        tree = ast.parse(todo.pop().read_text())
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            for name in names:
-                if name.split(".")[0] in ("landmarks", "stages"):
-                    rel = name.replace(".", "/") + ".py"
-                    if (REPO / rel).exists() and rel not in seen and not rel.endswith("__init__.py"):
-                        seen.add(rel)
-                        todo.append(REPO / rel)
+        current = todo.pop()
+        for name in imported_modules(current, ast.parse(current.read_text())):
+            if name.split(".")[0] not in LOCAL_PACKAGES:
+                continue
+            for rel in module_files(name):
+                if rel not in seen:
+                    seen.add(rel)
+                    todo.append(REPO / rel)
     return seen
 
 

@@ -250,12 +250,21 @@ def test_fetch_csv_rejects_a_bad_metadata_url(tmp_path, monkeypatch):
         run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "gldv2": {"metadata_url": "ftp://x/train.csv"}})
 
 
-def test_fetch_csv_synthetic_mode_writes_both_csvs(tmp_path, monkeypatch):
-    pytest.importorskip("landmarks.synthetic", reason="landmarks/synthetic.py is not in this tree yet")
+def test_fetch_csv_synthetic_mode_writes_all_three_csvs(tmp_path, monkeypatch):
+    pytest.importorskip("landmarks.synthetic", reason="landmarks/synthetic/ is not in this tree yet")
     raw = run_fetch_csv(tmp_path, monkeypatch, {"dataset": "synthetic", "seed": 3, "synthetic": {
-        "num_classes": 3, "images_per_class": 2, "image_size": 32}})
+        "num_classes": 3, "images_per_class": 2, "image_size": 32, "distractor_fraction": 0.5}})
     train = read_train_csv(raw / "train.csv")
     cats = read_categories(raw / "label_to_category.csv")
     assert len(train) == 6 and train["landmark_id"].nunique() == 3 and set(cats["landmark_id"]) == set(train["landmark_id"])
     assert all(u.startswith("file://") for u in train["url"])
-    assert set(json.loads((raw / "manifest.json").read_text())["files"]) == {"train.csv", "label_to_category.csv"}
+    distractors = pd.read_csv(raw / "distractors.csv", dtype=str)
+    assert list(distractors.columns) == ["id", "url"] and len(distractors) == 6
+    assert not set(distractors["id"]) & set(train["id"]) and all(u.startswith("file://") for u in distractors["url"])
+    assert set(json.loads((raw / "manifest.json").read_text())["files"]) == {"train.csv", "label_to_category.csv",
+                                                                             "distractors.csv"}
+
+
+def test_fetch_csv_synthetic_mode_rejects_a_bad_distractor_fraction(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match=r"synthetic\.distractor_fraction=0\.95 is not valid; use a number from 0 to 0\.9"):
+        run_fetch_csv(tmp_path, monkeypatch, {"dataset": "synthetic", "synthetic": {"distractor_fraction": 0.95}})
