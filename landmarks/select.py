@@ -292,7 +292,10 @@ def select_distractors(
     keep &= present
     dropped["disallowed_scheme"] = int((keep & ~scheme_ok).sum())
     keep &= scheme_ok
-    first = ~pd.Series(values).duplicated().to_numpy()
+    # Repeats are judged among the valid rows only: an invalid row must not shadow a valid one.
+    first = np.zeros(len(ids), dtype=bool)
+    valid = np.flatnonzero(keep)
+    first[valid] = ~pd.Series(values[valid]).duplicated().to_numpy()
     dropped["duplicate_id"] = int((keep & ~first).sum())
     keep &= first
     clash = np.isin(ids, np.asarray(list(landmark_ids), dtype=object))
