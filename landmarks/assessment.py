@@ -49,7 +49,7 @@ class TaggingParams:
 def negatives(result: SplitResult, tagger: Tagger, params: TaggingParams) -> dict[str, np.ndarray]:
     """The scores of the photos that must not be tagged: distractors, and known photos with their class hidden."""
     out = {DISTRACTORS: result.scores[~result.known]}
-    if params.held_out_classes and len(tagger.gallery_labels.unique()) >= 2:
+    if params.held_out_classes and result.logits.shape[1] >= 2:
         known = result.subset(result.known)
         simulated = simulated_unknown_scores(torch.from_numpy(known.logits), torch.from_numpy(known.embeddings),
                                              torch.from_numpy(known.labels), tagger)

@@ -113,14 +113,16 @@ def simulated_unknown_scores(
     gallery rows are left out. Honest for a frozen backbone (its embedding never saw the classes);
     optimistic for a fine-tuned one, whose embedding was trained to set the hidden class apart.
     """
+    if logits.size(1) < 2:
+        raise ValueError("simulating unknown landmarks needs at least two classes")
     out = torch.empty(len(labels))
     for c in labels.unique().tolist():
         rows = labels == c
         masked = logits[rows].clone()
         masked[:, c] = float("-inf")
         keep = tagger.gallery_labels != c
-        if not keep.any() or masked.size(1) < 2:
-            raise ValueError("simulating unknown landmarks needs at least two classes")
+        if tagger.score != "msp" and not keep.any():
+            raise ValueError(f"the gallery has no photo outside class {c} to compare with")
         _, score = open_set_scores(masked, embeddings[rows], tagger.gallery[keep], tagger.gallery_labels[keep],
                                    tagger.score, tagger.k)
         out[rows] = score

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         val, test = (predict(tagger, ckpt, split, args, batch_size) for split in ("val", "test"))
         choice = choose(val, tagger, tagging)
         found = test_metrics(test, tagger, tagging, choice.threshold)
-        metrics[name] = {**{k: round(v, DIGITS) if isinstance(v, float) else v for k, v in found.items()},
+        # the threshold stays exact: rounded, "tag nothing" (just above 1) would read as 1.0
+        metrics[name] = {**{k: round(v, DIGITS) if isinstance(v, float) and k != "threshold" else v
+                            for k, v in found.items()},
                          "num_unreadable": len(test.unreadable)}
         write_model_reports(name, test, ckpt["classes"], choice.threshold,
                             out=Path(args.out), confusion=Path(args.confusion), figures=Path(args.figures))
