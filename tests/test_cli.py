@@ -16,9 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
-from landmarks.cli import COLUMNS, NO_LANDMARK, find_images, hashtag, load_image, main
+from torch import nn
+
+from landmarks.cli import COLUMNS, NO_LANDMARK, find_images, hashtag, load_image, load_predictor, main
 from landmarks.export import build_predictor, predictor_bytes
-from tests.test_export import CLASSES, PREPROCESS, one_thread, tiny_model  # noqa: F401 (one_thread: autouse fixture)
+from landmarks.openset import Tagger, build_tagger, gallery_record
+from landmarks.tagging import NEVER
+from landmarks.transforms import preprocess_uint8
+from tests.test_export import (  # noqa: F401 (one_thread: autouse fixture)
+    CLASSES, PREPROCESS, embed, one_thread, tiny_model, tiny_tagger,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch\\.jit.* is deprecated:FutureWarning")
 
@@ -29,9 +36,11 @@ BAD = {"empty.jpg": "empty_file", "truncated.jpg": "corrupt", "fake.jpg": "not_a
        "strip.png": "bad_shape"}
 
 
-def write_predictor(path: Path, threshold: float) -> Path:
-    data = predictor_bytes(build_predictor(tiny_model(len(CLASSES)), PREPROCESS), classes=CLASSES,
-                           tagging={"threshold": threshold, "target_precision": 0.95}, preprocess=PREPROCESS)
+def write_predictor(path: Path, threshold: float, tagger: Tagger | None = None) -> Path:
+    tagger = tagger or tiny_tagger(len(CLASSES))
+    data = predictor_bytes(build_predictor(tagger, PREPROCESS), classes=CLASSES,
+                           tagging={"threshold": threshold, "target_precision": 0.95, "score": tagger.score,
+                                    "neighbours": tagger.k}, preprocess=PREPROCESS)
     path.write_bytes(data)
     return path
 
@@ -48,8 +57,8 @@ def pattern(width: int, height: int, seed: int = 0) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A predictor that tags every readable photo (threshold 0)."""
-    return write_predictor(tmp_path_factory.mktemp("model") / "predictor.pt", 0.0)
+    """A predictor that tags every readable photo (threshold -1: the lowest possible knn score)."""
+    return write_predictor(tmp_path_factory.mktemp("model") / "predictor.pt", -1.0)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +115,11 @@ def test_tag_survives_every_kind_of_bad_input(photos: Path, model: Path, capsys:
         r = rows_by[name]
         assert r["status"] == "ok" and r["error"] is None, (name, r)
         assert r["landmark_id"] in {c["landmark_id"] for c in CLASSES} and 0 < r["confidence"] <= 1
+        assert -1 <= r["score"] <= 1
     for name, reason in {**BAD, "notes.txt": "not_an_image", "missing.jpg": "not_found"}.items():
         r = rows_by[name]
         assert r["status"] == "error" and r["error"].startswith(reason), (name, r)
-        assert r["landmark_id"] is None and r["confidence"] is None
+        assert r["landmark_id"] is None and r["confidence"] is None and r["score"] is None
     assert f"{len(rows)} files: {len(GOOD)} tagged, 0 no landmark, {len(BAD) + 2} failed" in err
 
 
@@ -127,9 +137,12 @@ def test_tag_writes_csv_to_stdout_or_a_file(photos: Path, model: Path, tmp_path:
     assert main(["tag", str(photos / "good.jpg"), str(photos / "empty.jpg"), "--model", str(model)]) == 1
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert list(table[0]) == list(COLUMNS)
+    assert COLUMNS.index("score") == COLUMNS.index("confidence") + 1
     assert [r["status"] for r in table] == ["ok", "error"]
     assert table[1]["landmark_id"] == "" and table[1]["error"].startswith("empty_file")
+    assert table[1]["score"] == "" and table[1]["confidence"] == ""
     assert table[0]["hashtag"].startswith("#") and float(table[0]["confidence"]) > 0
+    assert -1 <= float(table[0]["score"]) <= 1
     out = tmp_path / "tags.csv"
     assert main(["tag", str(photos / "good.jpg"), "--model", str(model), "--output", str(out)]) == 0
     assert capsys.readouterr().out == ""
@@ -140,20 +153,94 @@ def test_below_the_threshold_the_answer_is_no_landmark(photos: Path, model: Path
                                                        capsys: pytest.CaptureFixture) -> None:
     files = [str(photos / n) for n in ("good.jpg", "gray.png", "rgba.png", "palette.png")]
     _, rows, _ = tag_json(capsys, *files, "--model", str(model))
-    conf = sorted(r["confidence"] for r in rows)
-    assert conf[0] < conf[-1], "the test needs photos with different confidences"
-    cut = (conf[0] + conf[-1]) / 2
+    scores = sorted(r["score"] for r in rows)
+    assert scores[0] < scores[-1], "the test needs photos with different scores"
+    cut = (scores[0] + scores[-1]) / 2
     strict = write_predictor(tmp_path / "strict.pt", cut)
     code, rows2, err = tag_json(capsys, *files, "--model", str(strict))
     assert code == 0
     for before, after in zip(rows, rows2):
-        assert after["status"] == "ok" and after["confidence"] == before["confidence"]
-        if before["confidence"] >= cut:
+        assert after["status"] == "ok" and after["confidence"] == before["confidence"] and after["score"] == before["score"]
+        if before["score"] >= cut:
             assert after["landmark_id"] == before["landmark_id"] and after["name"] == before["name"]
         else:
             assert after["name"] == NO_LANDMARK
             assert after["landmark_id"] is None and after["hashtag"] is None and after["category"] is None
-    assert "no landmark" in err
+    tagged = sum(r["score"] >= cut for r in rows)
+    assert f"{len(files)} files: {tagged} tagged, {len(files) - tagged} no landmark, 0 failed" in err
+
+
+def photo_tensor(path: Path) -> torch.Tensor:
+    return load_image(path, resize_size=PREPROCESS["resize_size"])
+
+
+def gallery_of(model: nn.Module, photo: Path, sign: float) -> dict[str, torch.Tensor]:
+    """One gallery row per class, each `sign` x the photo's own embedding: its knn score is `sign` (cosine +-1)."""
+    e = embed(model, [photo_tensor(photo)])
+    return gallery_record(sign * e.repeat(len(CLASSES), 1), torch.arange(len(CLASSES)))
+
+
+def test_the_score_decides_not_the_probability(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    photo = photos / "good.jpg"
+    # confident, but unlike any training photo: the score (cosine -1) is below the threshold
+    confident = tiny_model(len(CLASSES))
+    tagger = build_tagger(confident, {"gallery": gallery_of(confident, photo, -1.0)}, score="knn", k=3)
+    code, rows, _ = tag_json(capsys, str(photo), "--model", str(write_predictor(tmp_path / "a.pt", 0.5, tagger)))
+    r = rows[0]
+    assert code == 0 and r["status"] == "ok"
+    assert r["confidence"] > 0.9 and r["score"] == pytest.approx(-1.0, abs=1e-3)
+    assert r["name"] == NO_LANDMARK and r["landmark_id"] is None and r["hashtag"] is None
+    # unsure between the landmarks, but just like the training photos: the score (cosine 1) reaches the threshold
+    unsure = tiny_model(len(CLASSES))
+    with torch.no_grad():
+        unsure.classifier[-1].weight.mul_(0.001)
+    with torch.no_grad():
+        probs = torch.softmax(unsure(preprocess_uint8(photo_tensor(photo).unsqueeze(0), **PREPROCESS)), -1)[0]
+    tagger = build_tagger(unsure, {"gallery": gallery_of(unsure, photo, 1.0)}, score="knn", k=3)
+    code, rows, _ = tag_json(capsys, str(photo), "--model", str(write_predictor(tmp_path / "b.pt", 0.9, tagger)))
+    r = rows[0]
+    assert code == 0 and r["confidence"] < 0.5 and r["score"] == pytest.approx(1.0, abs=1e-3)
+    assert r["landmark_id"] == CLASSES[int(probs.argmax())]["landmark_id"] and r["name"] != NO_LANDMARK
+    # the same predictor with a threshold above every score answers "no landmark", and says why
+    never = write_predictor(tmp_path / "never.pt", NEVER, tagger)
+    code, rows, err = tag_json(capsys, str(photo), "--model", str(never))
+    assert rows[0]["name"] == NO_LANDMARK and rows[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert "never reached its target precision" in err
+    assert main(["predict", str(photo), "--model", str(never)]) == 0
+    assert "this model tags nothing" in capsys.readouterr().out
+
+
+class OldPredictor(nn.Module):
+    """A predictor file from before the open-set score: forward only, no tag()."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = preprocess_uint8(x, 32, 37, [0.45, 0.46, 0.40], [0.22, 0.21, 0.23])
+        return torch.softmax(self.network(y), dim=-1)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_old_predictor_files_are_scored_by_their_top_probability(photos: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    assert PREPROCESS["resize_size"] == 37 and PREPROCESS["image_size"] == 32
+    net = torch.jit.trace(tiny_model(len(CLASSES)), torch.zeros(1, 3, 32, 32))
+    module = torch.jit.script(OldPredictor(net).eval())
+    buf = io.BytesIO()
+    torch.jit.save(module, buf, _extra_files={"classes.json": json.dumps(CLASSES), "preprocess.json": json.dumps(PREPROCESS),
+                                              "tagging.json": json.dumps({"threshold": 0.5})})
+    path = tmp_path / "old.pt"
+    path.write_bytes(buf.getvalue())
+    predictor = load_predictor(path)
+    assert not hasattr(predictor.module, "tag")
+    x = photo_tensor(photos / "good.jpg").unsqueeze(0)
+    probs, scores = predictor(x)
+    assert scores.tolist() == pytest.approx(probs.max(axis=1).tolist())
+    _, rows, _ = tag_json(capsys, str(photos / "good.jpg"), "--model", str(path))
+    assert rows[0]["score"] == rows[0]["confidence"]
+    assert (rows[0]["name"] == NO_LANDMARK) == (rows[0]["confidence"] < 0.5)
 
 
 def test_batched_tagging_equals_one_image_at_a_time(tmp_path: Path, model: Path, capsys: pytest.CaptureFixture) -> None:
@@ -165,6 +252,7 @@ def test_batched_tagging_equals_one_image_at_a_time(tmp_path: Path, model: Path,
     assert [r["path"] for r in one] == [r["path"] for r in batched] == sorted(str(p) for p in tmp_path.glob("*.png"))
     assert [r["landmark_id"] for r in one] == [r["landmark_id"] for r in batched]
     np.testing.assert_allclose([r["confidence"] for r in one], [r["confidence"] for r in batched], atol=2e-6)
+    np.testing.assert_allclose([r["score"] for r in one], [r["score"] for r in batched], atol=2e-6)
 
 
 def test_exif_orientation_is_honoured(photos: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -222,6 +222,37 @@ def test_file_urls_go_through_the_same_validation(tmp_path):
     assert min(decode_image(image_path(tmp_path / "images", 1, "a" * 16)).size) == 64
 
 
+def test_distractors_are_stored_under_no_landmark_and_counted_apart(server, tmp_path):
+    local = tmp_path / "scene.jpg"
+    local.write_bytes(make_jpeg(200, 100, seed=3))
+    url = server.route("/ok.jpg", Respond(body=JPEG))
+    rows = [
+        ("a" * 16, url, 5), ("b" * 16, url, 5),
+        ("c" * 16, local.as_uri(), -1),  # a distractor from fetch_csv's own list: file:// is fine even for gldv2
+        ("d" * 16, url, "-1"),  # read as text by the stage
+        ("e" * 16, (tmp_path / "gone.jpg").as_uri(), -1),  # fails like any other row
+        ("f" * 16, local.as_uri(), 5),  # a landmark row may not read local files
+        ("a" * 16, local.as_uri(), -1),  # the same id as a landmark photo, in another folder: not a duplicate
+        ("9" * 16, url, -2),  # no other negative landmark id is valid
+    ]
+    images = tmp_path / "images"
+    result, reasons = run(rows, images)  # allowed_schemes: the web only, as for gldv2
+    assert reasons == {"e" * 16: "file_not_found", "f" * 16: "disallowed_scheme", "9" * 16: "invalid_landmark_id"}
+    for image_id in ("c" * 16, "d" * 16, "a" * 16):
+        path = images / "no_landmark" / f"{image_id}.jpg"
+        assert path.is_file() and path == image_path(images, -1, image_id)
+        assert min(decode_image(path).size) == 64  # resized like the landmark photos
+    assert (images / "5" / f"{'a' * 16}.jpg").is_file()
+    assert result.distractors == 3
+    assert result.images_per_class == {5: 2}  # distractors are not a class
+    assert sorted(p.name for p in images.iterdir()) == ["5", "no_landmark"]
+
+    # a rerun keeps them, and prunes a distractor that is no longer selected
+    result, reasons = run(rows[:3] + rows[4:], images)
+    assert result.already_present == 4 and result.downloaded == 0 and result.distractors == 2
+    assert not (images / "no_landmark" / f"{'d' * 16}.jpg").exists()
+
+
 def test_existing_images_are_kept_and_stale_files_removed(server, tmp_path):
     images = tmp_path / "images"
     url_a = server.route("/a.jpg", Respond(body=JPEG))
@@ -307,6 +338,17 @@ def test_stage_exits_non_zero_when_every_row_fails(server, tmp_path, monkeypatch
 def test_stage_rejects_bad_params_with_one_line(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^error: download.workers=0 is not valid"):
         run_stage(tmp_path, monkeypatch, [("a" * 16, "http://127.0.0.1:9/a.jpg", 1)], workers=0)
+
+
+def test_stage_reports_distractors_apart_from_the_classes(server, tmp_path, monkeypatch):
+    ok = server.route("/ok.jpg", Respond(body=JPEG))
+    scene = tmp_path / "scene.jpg"
+    scene.write_bytes(JPEG)
+    rows = [("a" * 16, ok, 1), ("b" * 16, ok, 1), ("c" * 16, scene.as_uri(), -1)]
+    report = run_stage(tmp_path, monkeypatch, rows)  # gldv2: the web only, but the distractor list is local
+    assert report["downloaded"] == 3 and report["distractors"] == 1 and report["failed"] == 0
+    assert report["classes_below_min"] == []  # one distractor is not a class with too few images (min 2)
+    assert [p.name for p in (tmp_path / "images" / "no_landmark").iterdir()] == ["c" * 16 + ".jpg"]
 
 
 def test_stage_allows_file_urls_only_for_local_datasets(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from landmarks.gldv2 import NO_LANDMARK_ID
 from landmarks.split import available_rows, check_fractions, class_table, stratified_split
 from landmarks.stats import channel_stats
 from stages import compute_stats, split as split_stage
@@ -17,7 +18,11 @@ FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
 def _rows(counts: dict[int, int]) -> pd.DataFrame:
-    return pd.DataFrame([{"id": f"{lid:08x}{i:08x}", "landmark_id": lid} for lid, n in counts.items() for i in range(n)])
+    return pd.DataFrame([{"id": f"{lid & 0xFFFFFFFF:08x}{i:08x}", "landmark_id": lid} for lid, n in counts.items() for i in range(n)])
+
+
+def _distractors(n: int) -> pd.DataFrame:
+    return _rows({NO_LANDMARK_ID: n})
 
 
 def test_split_is_stratified_60_20_20_and_disjoint() -> None:
@@ -43,6 +48,58 @@ def test_adding_a_class_does_not_reshuffle_the_others() -> None:
     a, _ = stratified_split(_rows({1: 30}), fractions=FRACTIONS, seed=1, min_images_per_class=5)
     b, _ = stratified_split(_rows({1: 30, 2: 30}), fractions=FRACTIONS, seed=1, min_images_per_class=5)
     assert set(a["test"]["id"]) == set(b["test"][b["test"]["landmark_id"] == 1]["id"])
+
+
+def test_distractors_go_to_val_and_test_only_in_their_ratio() -> None:
+    fractions = {"train": 0.6, "val": 0.1, "test": 0.3}
+    splits, dropped = stratified_split(pd.concat([_rows({1: 20, 2: 10}), _distractors(40)]), fractions=fractions,
+                                       seed=0, min_images_per_class=5)
+    assert dropped == []
+    n = {name: int((frame["landmark_id"] == NO_LANDMARK_ID).sum()) for name, frame in splits.items()}
+    assert n == {"train": 0, "val": 10, "test": 30}  # val:test = 0.1:0.3
+    ids = [set(f["id"][f["landmark_id"] == NO_LANDMARK_ID]) for f in splits.values()]
+    assert not ids[1] & ids[2] and ids[1] | ids[2] == set(_distractors(40)["id"])
+    splits, _ = stratified_split(pd.concat([_rows({1: 20}), _distractors(9)]), fractions=FRACTIONS, seed=0,
+                                 min_images_per_class=5)
+    counts = [int((f["landmark_id"] == NO_LANDMARK_ID).sum()) for f in splits.values()]
+    assert counts[0] == 0 and sum(counts) == 9 and counts[1] in (4, 5)  # val:test = 1:1, as near as 9 allows
+
+
+def test_distractors_do_not_change_the_classes_splits() -> None:
+    classes = _rows({1: 30, 2: 12, 3: 7})
+    without, dropped_a = stratified_split(classes, fractions=FRACTIONS, seed=3, min_images_per_class=5)
+    with_d, dropped_b = stratified_split(pd.concat([_distractors(25), classes]), fractions=FRACTIONS, seed=3,
+                                         min_images_per_class=5)
+    assert dropped_a == dropped_b == []
+    for name in without:
+        known = with_d[name][with_d[name]["landmark_id"] != NO_LANDMARK_ID].reset_index(drop=True)
+        assert known.equals(without[name]), name
+    # a handful of distractors is kept even though it is below min_images_per_class: it is not a class
+    splits, dropped = stratified_split(pd.concat([classes, _distractors(2)]), fractions=FRACTIONS, seed=3,
+                                       min_images_per_class=5)
+    assert dropped == [] and sum(int((f["landmark_id"] == NO_LANDMARK_ID).sum()) for f in splits.values()) == 2
+    # the class table lists the classes only
+    table = class_table(pd.DataFrame({"landmark_id": [1, 2, 3], "name": ["A", "B", "C"]}), with_d)
+    assert table["landmark_id"].tolist() == [1, 2, 3]
+
+
+def test_distractor_split_depends_on_the_seed_and_nothing_else() -> None:
+    rows = pd.concat([_rows({1: 10}), _distractors(30)])
+    a, _ = stratified_split(rows, fractions=FRACTIONS, seed=1, min_images_per_class=5)
+    b, _ = stratified_split(rows.sample(frac=1, random_state=7), fractions=FRACTIONS, seed=1, min_images_per_class=5)
+    c, _ = stratified_split(rows, fractions=FRACTIONS, seed=2, min_images_per_class=5)
+    assert a["val"].equals(b["val"]) and a["test"].equals(b["test"])
+    distractors = lambda s: set(s["val"]["id"][s["val"]["landmark_id"] == NO_LANDMARK_ID])  # noqa: E731
+    assert distractors(a) != distractors(c)
+    # adding a class does not move a distractor
+    d, _ = stratified_split(pd.concat([rows, _rows({2: 10})]), fractions=FRACTIONS, seed=1, min_images_per_class=5)
+    assert distractors(a) == distractors(d)
+
+
+def test_distractors_alone_are_nothing_to_split() -> None:
+    splits, _ = stratified_split(pd.concat([_rows({1: 2}), _distractors(10)]), fractions=FRACTIONS, seed=0,
+                                 min_images_per_class=5)
+    assert all(frame.empty for frame in splits.values())
 
 
 def test_classes_below_the_minimum_are_dropped_and_reported() -> None:
@@ -102,13 +159,24 @@ def test_split_and_stats_stages_write_the_contract_files(in_project, tmp_path) -
     # one class loses most of its images to download failures
     for _, row in broken[broken["landmark_id"] == broken["landmark_id"].iloc[0]].iloc[:8].iterrows():
         (paths["images"] / str(row["landmark_id"]) / f"{row['id']}.jpg").unlink()
+    # distractors as the download stage stores them: landmark_id -1, images under no_landmark/; one failed
+    ids = [f"{0xD0 + i:016x}" for i in range(5)]
+    (paths["images"] / "no_landmark").mkdir()
+    for i in ids[:4]:
+        Image.new("RGB", (24, 24), (90, 90, 90)).save(paths["images"] / "no_landmark" / f"{i}.jpg")
+    selected = pd.concat([broken, pd.DataFrame({"id": ids, "url": "file:///x.jpg", "landmark_id": -1})])
+    selected.to_csv(paths["selected"], index=False)
     split_stage.main(["--selected", str(paths["selected"]), "--classes", str(paths["classes"]), "--images", str(paths["images"]),
                       "--out", "data/splits", "--report", "reports/split.json"])
     report = json.loads(open("reports/split.json").read())
-    assert report["classes"] == 2 and report["classes_dropped"] == 1 and report["images_available"] == 22
+    assert report["classes"] == 2 and report["classes_dropped"] == 1 and report["images_available"] == 22 + 4
+    assert report["distractors_train"] == 0 and report["distractors_val"] == 2 and report["distractors_test"] == 2
     for name in ("train", "val", "test"):
-        frame = pd.read_csv(f"data/splits/{name}.csv")
+        frame = pd.read_csv(f"data/splits/{name}.csv", dtype={"id": str})
         assert {"id", "landmark_id"} <= set(frame.columns)
+        assert report[f"images_{name}"] == len(frame)
+        assert set(frame["id"][frame["landmark_id"] == -1]) <= set(ids[:4])
+    assert pd.read_csv("data/splits/classes.csv")["landmark_id"].tolist() == sorted(set(broken["landmark_id"]))[1:]
     compute_stats.main(["--splits", "data/splits", "--images", str(paths["images"]), "--out", "data/stats.json"])
     stats = json.loads(open("data/stats.json").read())
     assert len(stats["mean"]) == 3 and len(stats["std"]) == 3 and all(0 < s < 1 for s in stats["std"])
