@@ -37,8 +37,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
+from landmarks.files import atomic_write_bytes, sha256_file
 from landmarks.gldv2 import NO_LANDMARK_ID, image_path, is_valid_id
-from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter, sha256_file
+from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image, encode_jpeg, resize_shorter
 
 DEFAULT_USER_AGENT = "landmarks-pipeline/0.1 (https://github.com/landmarks-ml/landmarks) python-requests"
 FAILURE_COLUMNS = ("id", "url", "landmark_id", "reason")

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from landmarks.download import FetchError, fetch_file, file_url_path
+from landmarks.files import atomic_write_bytes, sha256_file
 from landmarks.gldv2 import DISTRACTOR_COLUMNS, is_valid_id
-from landmarks.imageio import atomic_write_bytes, sha256_file
 
 SOLUTION_COLUMNS = ("id", "landmarks")
 NUM_SHARDS = 20  # test/images_000.tar .. images_019.tar

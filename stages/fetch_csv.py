@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from landmarks.download import FetchError, fetch_file
-from landmarks.imageio import sha256_file
+from landmarks.files import sha256_file
 from landmarks.folder import NO_LANDMARK_FOLDER, scan_folder
 from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, DISTRACTOR_COLUMNS, TRAIN_COLUMNS
 from landmarks.gldv2_distractors import DistractorError, check_params, fetch_distractors
