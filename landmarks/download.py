@@ -37,7 +37,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
-from landmarks.files import atomic_write_bytes, sha256_file
+from landmarks.files import atomic_write_bytes, publish, sha256_file
 from landmarks.gldv2 import NO_LANDMARK_ID, image_path, is_valid_id
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image, encode_jpeg, resize_shorter
 
@@ -523,22 +523,6 @@ def _content_range_total(value: str | None) -> int | None:
     return int(total) if total.isdigit() else None
 
 
-def _publish(src: Path, dest: Path) -> None:
-    """Move a complete file into place atomically (across file systems via a temp copy beside dest)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dest)
-    except OSError:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        src.unlink()
-
-
 def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeout: tuple[float, float],
                       progress: bool, desc: str) -> int | None:
     """One attempt to complete `part` from `url`, resuming from its current size with a Range request.
@@ -652,5 +636,5 @@ def fetch_file(
     if expected_sha256 and digest != expected_sha256.lower():
         part.unlink()
         raise FetchError("sha256_mismatch", f"{url}: sha256 {digest}, expected {expected_sha256}")
-    _publish(part, dest)
+    publish(part, dest)
     return {"url": url, "size": size, "sha256": digest}
