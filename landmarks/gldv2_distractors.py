@@ -5,7 +5,7 @@ The recognition solution (`recognition_solution_v2.1.csv`, columns `id,landmarks
 shards of a few hundred MB (`test/images_000.tar` ...), members named `a/b/c/abc0123456789def.jpg`;
 which id is in which shard is known only by reading the shard. So for each shard asked for:
 
-1. fetch it resumably (landmarks.download.fetch_file: bytes wait in `<partial>/<name>.part`, a
+1. fetch it resumably (landmarks.fetch.fetch_file: bytes wait in `<partial>/<name>.part`, a
    killed run continues with an HTTP Range request; a shard fully downloaded by a run killed
    during extraction is moved back to `.part`, so the rerun's Range request only confirms its
    size, 416, instead of downloading it again); a file:// shard is read in place;
@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from landmarks.download import FetchError, fetch_file, file_url_path
+from landmarks.fetch import fetch_file
 from landmarks.files import atomic_write_bytes, sha256_file
 from landmarks.gldv2 import DISTRACTOR_COLUMNS, is_valid_id
+from landmarks.http import FetchError, file_url_path
 
 SOLUTION_COLUMNS = ("id", "landmarks")
 NUM_SHARDS = 20  # test/images_000.tar .. images_019.tar

@@ -20,11 +20,12 @@ from typing import Any
 
 import pandas as pd
 
-from landmarks.download import FetchError, fetch_file
+from landmarks.fetch import fetch_file
 from landmarks.files import sha256_file
 from landmarks.folder import NO_LANDMARK_FOLDER, scan_folder
 from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, DISTRACTOR_COLUMNS, TRAIN_COLUMNS
 from landmarks.gldv2_distractors import DistractorError, check_params, fetch_distractors
+from landmarks.http import FetchError
 from stages.common import ConfigError, check_choice, load_params, log, write_json
 
 TRAIN_FILE = "train.csv"

@@ -14,15 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from landmarks.download import (
-    DownloadConfig,
-    backoff_delay,
-    download_images,
-    image_path,
-    make_session,
-    parse_retry_after,
-    prune_images,
-)
+from landmarks.download import DownloadConfig, download_images, prune_images
+from landmarks.gldv2 import image_path
+from landmarks.http import backoff_delay, make_session, parse_retry_after
 from landmarks.imageio import decode_image
 from stages.common import ConfigError
 from tests.faultserver import HTML_PAGE, Cut, FaultServer, Redirect, Reset, Respond, Stall, huge_png, make_jpeg

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from landmarks.download import FetchError, fetch_file
+from landmarks.fetch import fetch_file
 from landmarks.folder import image_id, scan_folder
 from landmarks.gldv2 import category_name, is_valid_id, read_categories, read_train_csv
+from landmarks.http import FetchError
 from landmarks.select import select_classes
 from tests.faultserver import Cut, FaultServer, Respond, make_jpeg
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from landmarks import download
 from landmarks import gldv2_distractors as gd
+from landmarks import http as landmarks_http
 from landmarks.gldv2 import DISTRACTOR_COLUMNS
 from tests.faultserver import Cut, FaultServer, Respond, make_jpeg
 from tests.test_gldv2 import run_fetch_csv
@@ -88,7 +88,7 @@ def solution_csv(shards: list[Shard]) -> bytes:
 @pytest.fixture
 def no_backoff(monkeypatch):
     """Retries without the real backoff's sleeps: the tests stay fast, the code paths are the same."""
-    monkeypatch.setattr(download, "backoff_delay", lambda *a, **k: 0.0)
+    monkeypatch.setattr(landmarks_http, "backoff_delay", lambda *a, **k: 0.0)
 
 
 @pytest.fixture

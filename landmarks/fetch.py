@@ -1,0 +1,149 @@
+"""One big file (the GLDv2 metadata CSVs, the 500 MB test shards), resumable.
+
+`fetch_file` downloads into `<partial_dir>/<name>.part`; an interrupted transfer, in this call or
+a killed earlier run, continues from there with an HTTP Range request, and the file appears under
+its final name only once complete, with its size checked against the server's and its sha256
+against the expected one when given.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from tqdm import tqdm
+
+from landmarks.files import publish, sha256_file
+from landmarks.http import (
+    DEFAULT_USER_AGENT,
+    MAX_BACKOFF,
+    REQUEST_ERRORS,
+    FetchError,
+    check_status,
+    file_url_path,
+    iter_body,
+    make_session,
+    request_error,
+    retry,
+)
+
+
+def _content_range_total(value: str | None) -> int | None:
+    """Total size from a Content-Range header such as `bytes 100-199/1000` or `bytes */1000`."""
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeout: tuple[float, float],
+                      progress: bool, desc: str) -> int | None:
+    """One attempt to complete `part` from `url`, resuming from its current size with a Range request.
+    Returns the total size the server announced (None if unknown)."""
+    offset = _size(part)
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        resp = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except REQUEST_ERRORS as e:
+        raise request_error(e) from e
+    with resp:
+        if resp.status_code == 416 and offset:
+            total = _content_range_total(resp.headers.get("Content-Range"))
+            if total == offset:
+                return total  # the previous run had already received everything
+            part.unlink()  # the part is longer than the file (it changed): start over
+            raise FetchError("range_not_satisfiable", url, retryable=True, retry_after=0.0)
+        check_status(resp)
+        if resp.status_code == 206:
+            start = (resp.headers.get("Content-Range", "").split(" ", 1)[-1].split("-", 1)[0]).strip()
+            if start != str(offset):
+                part.unlink(missing_ok=True)
+                raise FetchError("bad_content_range", resp.headers.get("Content-Range", ""), retryable=True, retry_after=0.0)
+            total = _content_range_total(resp.headers.get("Content-Range"))
+        else:  # 200: the server ignored Range (or there was nothing to resume): start from zero
+            offset = 0
+            length = resp.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
+        with open(part, "ab" if offset else "wb") as f, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+            disable=not progress, dynamic_ncols=True,
+        ) as bar:
+            for chunk in iter_body(resp):
+                f.write(chunk)
+                bar.update(len(chunk))
+        return total
+
+
+def fetch_file(
+    url: str,
+    dest: str | Path,
+    *,
+    partial_dir: str | Path | None = None,
+    expected_sha256: str | None = None,
+    session: requests.Session | None = None,
+    user_agent: str = DEFAULT_USER_AGENT,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    max_retries: int = 5,
+    backoff: float = 1.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Download `url` (http, https or file) to `dest`; return {"url", "size", "sha256"}.
+
+    Bytes arrive in `<partial_dir>/<dest name>.part` (default: beside dest); an interrupted
+    transfer, in this call or a killed earlier run, resumes from there with an HTTP Range request.
+    `dest` appears only once complete, with its size checked against the server's and its sha256
+    against `expected_sha256` when given. Retries restart their count whenever bytes arrived,
+    so a long transfer over a flaky link keeps going as long as it makes progress.
+    """
+    dest = Path(dest)
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https", "file"):
+        raise FetchError("disallowed_scheme", f"cannot fetch {url!r}: use http://, https:// or file://")
+    part_dir = Path(partial_dir) if partial_dir is not None else dest.parent
+    part_dir.mkdir(parents=True, exist_ok=True)
+    part = part_dir / f"{dest.name}.part"
+    if scheme == "file":
+        src = file_url_path(url)
+        if not src.is_file():
+            raise FetchError("file_not_found", str(src))
+        try:
+            shutil.copyfile(src, part)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        total: int | None = _size(part)
+    else:
+        session = session or make_session(user_agent, pool_size=1)
+        before = 0
+
+        def attempt() -> int | None:
+            nonlocal before
+            before = _size(part)
+            return _transfer_to_part(session, url, part, timeout=(connect_timeout, read_timeout),
+                                     progress=progress, desc=dest.name)
+
+        def log_retry(e: FetchError, delay: float) -> None:
+            print(f"fetch: {dest.name}: {e}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
+
+        # progress was made: this is a flaky link, not a dead one
+        total = retry(attempt, max_retries=max_retries, backoff=backoff, max_backoff=MAX_BACKOFF,
+                      progressed=lambda e: _size(part) > before, on_retry=log_retry)
+
+    size = _size(part)
+    if total is not None and size != total:
+        part.unlink()
+        raise FetchError("size_mismatch", f"{url}: got {size} bytes, server announced {total}")
+    digest = sha256_file(part)
+    if expected_sha256 and digest != expected_sha256.lower():
+        part.unlink()
+        raise FetchError("sha256_mismatch", f"{url}: sha256 {digest}, expected {expected_sha256}")
+    publish(part, dest)
+    return {"url": url, "size": size, "sha256": digest}
