@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from landmarks.files import publish, sha256_file
 from landmarks.http import (
-    DEFAULT_USER_AGENT,
     MAX_BACKOFF,
     REQUEST_ERRORS,
     FetchError,
@@ -29,6 +28,10 @@ from landmarks.http import (
     request_error,
     retry,
 )
+
+
+CONNECT_TIMEOUT = 10.0  # seconds: more patient than for single images (download.connect_timeout)
+READ_TIMEOUT = 60.0
 
 
 def _content_range_total(value: str | None) -> int | None:
@@ -86,11 +89,10 @@ def fetch_file(
     dest: str | Path,
     *,
     partial_dir: str | Path | None = None,
+    user_agent: str,
     expected_sha256: str | None = None,
-    session: requests.Session | None = None,
-    user_agent: str = DEFAULT_USER_AGENT,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
     max_retries: int = 5,
     backoff: float = 1.0,
     progress: bool = True,
@@ -102,6 +104,9 @@ def fetch_file(
     `dest` appears only once complete, with its size checked against the server's and its sha256
     against `expected_sha256` when given. Retries restart their count whenever bytes arrived,
     so a long transfer over a flaky link keeps going as long as it makes progress.
+
+    Every request names us with `user_agent` (params.yaml's download.user_agent: the caller
+    passes it; there is deliberately no default, so no fetch goes out anonymous).
     """
     dest = Path(dest)
     scheme = urlsplit(url).scheme.lower()
@@ -121,7 +126,7 @@ def fetch_file(
             raise
         total: int | None = _size(part)
     else:
-        session = session or make_session(user_agent, pool_size=1)
+        session = make_session(user_agent, pool_size=1)
         before = 0
 
         def attempt() -> int | None:

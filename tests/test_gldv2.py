@@ -114,12 +114,13 @@ def test_header_only_and_missing_columns(tmp_path):
 
 DATA = b"id,url,landmark_id\n" + b"".join(b"%016x,https://example.org/%d.jpg,%d\n" % (i, i, i % 7) for i in range(5000))
 SHA = hashlib.sha256(DATA).hexdigest()
+AGENT = "landmarks-tests/1.0 (tests@example.com)"
 
 
 def test_fetch_resumes_a_transfer_cut_midway(tmp_path):
     with FaultServer() as server:
         url = server.route("/train.csv", Cut(DATA, at=len(DATA) // 3), Respond(body=DATA, content_type="text/csv"))
-        record = fetch_file(url, tmp_path / "train.csv", backoff=0.01, progress=False)
+        record = fetch_file(url, tmp_path / "train.csv", backoff=0.01, user_agent=AGENT, progress=False)
         ranges = [h.get("Range") for _, h in server.requests]
     assert record == {"url": url, "size": len(DATA), "sha256": SHA}
     assert (tmp_path / "train.csv").read_bytes() == DATA
@@ -132,10 +133,10 @@ def test_fetch_resumes_after_the_previous_run_was_killed(tmp_path):
     with FaultServer() as server:
         url = server.route("/train.csv", Cut(DATA, at=1000), Respond(body=DATA, content_type="text/csv"))
         with pytest.raises(FetchError):
-            fetch_file(url, tmp_path / "raw" / "train.csv", partial_dir=partial, max_retries=0, progress=False)
+            fetch_file(url, tmp_path / "raw" / "train.csv", partial_dir=partial, max_retries=0, user_agent=AGENT, progress=False)
         assert not (tmp_path / "raw" / "train.csv").exists()  # never a partial file under the final name
         assert (partial / "train.csv.part").stat().st_size == 1000
-        record = fetch_file(url, tmp_path / "raw" / "train.csv", partial_dir=partial, progress=False)
+        record = fetch_file(url, tmp_path / "raw" / "train.csv", partial_dir=partial, user_agent=AGENT, progress=False)
         assert server.requests[-1][1]["Range"] == "bytes=1000-"
     assert record["sha256"] == SHA and (tmp_path / "raw" / "train.csv").read_bytes() == DATA
 
@@ -143,7 +144,7 @@ def test_fetch_resumes_after_the_previous_run_was_killed(tmp_path):
 def test_fetch_restarts_when_the_server_ignores_range(tmp_path):
     with FaultServer() as server:
         url = server.route("/t.csv", Cut(DATA, at=500), Respond(body=DATA, ranges=False))
-        record = fetch_file(url, tmp_path / "t.csv", backoff=0.01, progress=False)
+        record = fetch_file(url, tmp_path / "t.csv", backoff=0.01, user_agent=AGENT, progress=False)
     assert record["sha256"] == SHA and record["size"] == len(DATA)
 
 
@@ -151,7 +152,7 @@ def test_fetch_finishes_when_the_part_is_already_complete(tmp_path):
     (tmp_path / "t.csv.part").write_bytes(DATA)
     with FaultServer() as server:
         url = server.route("/t.csv", Respond(body=DATA))
-        record = fetch_file(url, tmp_path / "t.csv", progress=False)
+        record = fetch_file(url, tmp_path / "t.csv", user_agent=AGENT, progress=False)
     assert record["sha256"] == SHA and server.requests[0][1]["Range"] == f"bytes={len(DATA)}-"
 
 
@@ -159,17 +160,17 @@ def test_fetch_checks_sha256_and_reports_http_errors(tmp_path):
     with FaultServer() as server:
         url = server.route("/t.csv", Respond(body=DATA))
         with pytest.raises(FetchError, match="sha256_mismatch"):
-            fetch_file(url, tmp_path / "t.csv", expected_sha256="0" * 64, progress=False)
+            fetch_file(url, tmp_path / "t.csv", expected_sha256="0" * 64, user_agent=AGENT, progress=False)
         assert not (tmp_path / "t.csv").exists()
         with pytest.raises(FetchError, match="http_404"):
-            fetch_file(server.url("/nothing.csv"), tmp_path / "n.csv", progress=False)
+            fetch_file(server.url("/nothing.csv"), tmp_path / "n.csv", user_agent=AGENT, progress=False)
 
 
 def test_fetch_copies_a_file_url(tmp_path):
     src = tmp_path / "mirror" / "train.csv"
     src.parent.mkdir()
     src.write_bytes(DATA)
-    record = fetch_file(src.as_uri(), tmp_path / "out" / "train.csv", progress=False)
+    record = fetch_file(src.as_uri(), tmp_path / "out" / "train.csv", user_agent=AGENT, progress=False)
     assert record["sha256"] == SHA and (tmp_path / "out" / "train.csv").read_bytes() == DATA
 
 
@@ -237,13 +238,22 @@ def test_fetch_csv_gldv2_mode_downloads_and_records_the_metadata(tmp_path, monke
     with FaultServer() as server:
         train_url = server.route("/train.csv", Cut(DATA, at=3000), Respond(body=DATA))
         cat_url = server.route("/cats.csv", Respond(body=cats))
-        raw = run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "gldv2": {
+        raw = run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "download": {"user_agent": AGENT}, "gldv2": {
             "metadata_url": train_url, "category_url": cat_url, "distractor_shards": 0}})
+        agents = [headers.get("User-Agent") for _, headers in server.requests]
+    assert agents == [AGENT] * 3  # the cut train.csv, its resumption and the categories: all name us as configured
     manifest = json.loads((raw / "manifest.json").read_text())
     assert manifest["files"]["train.csv"] == {"source": train_url, "size": len(DATA), "sha256": SHA}
     assert manifest["files"]["label_to_category.csv"]["sha256"] == hashlib.sha256(cats).hexdigest()
     assert (raw / "train.csv").read_bytes() == DATA
     assert not (tmp_path / "data" / "raw.partial").exists()
+
+
+@pytest.mark.parametrize("agent", ["", "two\nlines", None])
+def test_fetch_csv_rejects_a_bad_user_agent_before_any_request(tmp_path, monkeypatch, agent):
+    with pytest.raises(SystemExit, match=r"^error: download.user_agent=.* is not valid; use a non-empty one-line string"):
+        run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "download": {"user_agent": agent},
+                                              "gldv2": {"metadata_url": "http://127.0.0.1:9/train.csv"}})
 
 
 def test_fetch_csv_rejects_a_bad_metadata_url(tmp_path, monkeypatch):
