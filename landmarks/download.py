@@ -2,7 +2,8 @@
 
 Each image is fetched over landmarks.http (one pooled session, separate connect/read timeouts,
 retries with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx,
-Retry-After honoured up to a cap), size-limited, redirect-checked, fully decoded
+Retry-After honoured up to a cap, and a total deadline for the whole, so that no server holds a
+worker longer than `download.deadline` however slowly it drips its bytes), size-limited, redirect-checked, fully decoded
 (decompression-bomb limit), resized and stored atomically as `<images>/<landmark_id>/<id>.jpg`.
 Every row ends as an image or as a failure with a short reason; nothing is dropped silently.
 Images already stored are skipped, so a killed run resumes.
@@ -33,6 +34,7 @@ from landmarks.http import (
     MAX_REDIRECTS,
     REQUEST_ERRORS,
     USER_AGENT_RULE,
+    Deadline,
     FetchError,
     check_status,
     file_url_path,
@@ -60,6 +62,7 @@ class DownloadConfig:
     image_size: int = 320
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    deadline: float = 180.0  # seconds for the whole of one image, retries and waits included
     max_retries: int = 5
     backoff: float = 1.0
     max_backoff: float = MAX_BACKOFF
@@ -86,6 +89,8 @@ class DownloadConfig:
         for name in ("connect_timeout", "read_timeout"):
             if not is_num(getattr(self, name)) or not 0 < getattr(self, name) <= 3600:
                 raise bad(name, "a number of seconds in (0, 3600]")
+        if not is_num(self.deadline) or not 0 < self.deadline <= 86400:
+            raise bad("deadline", "a number of seconds in (0, 86400]")
         for name in ("backoff", "max_backoff"):
             if not is_num(getattr(self, name)) or not 0 <= getattr(self, name) <= 3600:
                 raise bad(name, "a number of seconds in [0, 3600]")
@@ -109,12 +114,13 @@ class DownloadConfig:
 # One image
 
 
-def _get_once(session: requests.Session, url: str, cfg: DownloadConfig) -> bytearray:
-    """One attempt: GET `url` following at most cfg.max_redirects http(s) redirects, read at most max_bytes."""
+def _get_once(session: requests.Session, url: str, cfg: DownloadConfig, deadline: Deadline) -> bytearray:
+    """One attempt: GET `url` following at most cfg.max_redirects http(s) redirects, read at most
+    max_bytes, all before `deadline`."""
     for _ in range(cfg.max_redirects + 1):
+        timeout = deadline.timeouts(cfg.connect_timeout, cfg.read_timeout)
         try:
-            resp = session.get(url, stream=True, allow_redirects=False,
-                               timeout=(cfg.connect_timeout, cfg.read_timeout))
+            resp = session.get(url, stream=True, allow_redirects=False, timeout=timeout)
         except REQUEST_ERRORS as e:
             raise request_error(e) from e
         with resp:
@@ -132,14 +138,14 @@ def _get_once(session: requests.Session, url: str, cfg: DownloadConfig) -> bytea
             length = resp.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > cfg.max_bytes:
                 raise FetchError("max_bytes_exceeded", f"Content-Length {length} > {cfg.max_bytes}")
-            return _read_body(resp, cfg.max_bytes)
+            return _read_body(iter_body(resp, deadline, timeout[1]), cfg.max_bytes)
     raise FetchError("too_many_redirects", f"more than {cfg.max_redirects}")
 
 
-def _read_body(resp: requests.Response, max_bytes: int) -> bytearray:
+def _read_body(chunks: Iterator[bytes], max_bytes: int) -> bytearray:
     """The whole body, aborting as soon as it passes `max_bytes` (a missing or lying Content-Length)."""
     data = bytearray()
-    for chunk in iter_body(resp):
+    for chunk in chunks:
         data += chunk
         if len(data) > max_bytes:
             raise FetchError("max_bytes_exceeded", f"body > {max_bytes} bytes")
@@ -148,14 +154,16 @@ def _read_body(resp: requests.Response, max_bytes: int) -> bytearray:
 
 def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadConfig,
                       schemes: tuple[str, ...] | None = None) -> bytearray:
-    """The bytes behind `url` (http, https or file, as `schemes`, default cfg.allowed_schemes, permit), with retries."""
+    """The bytes behind `url` (http, https or file, as `schemes`, default cfg.allowed_schemes, permit),
+    with retries, all within cfg.deadline seconds."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in (schemes or cfg.allowed_schemes):
         raise FetchError("disallowed_scheme", scheme or "(none)")
     if scheme == "file":
         return read_local_file(url, cfg.max_bytes)
-    return retry(lambda: _get_once(session, url, cfg), max_retries=cfg.max_retries,
-                 backoff=cfg.backoff, max_backoff=cfg.max_backoff)
+    deadline = Deadline(cfg.deadline)
+    return retry(lambda: _get_once(session, url, cfg, deadline), max_retries=cfg.max_retries,
+                 backoff=cfg.backoff, max_backoff=cfg.max_backoff, deadline=deadline)
 
 
 def read_local_file(url: str, max_bytes: int) -> bytearray:

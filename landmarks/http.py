@@ -4,11 +4,12 @@ The plumbing under both downloaders (landmarks.download: many images; landmarks.
 file): one pooled session that names us with a User-Agent, every requests/urllib3 error mapped
 to a FetchError with a short reason and whether retrying may help, status checks, Retry-After
 parsing, exponential backoff with jitter, a body reader, and the ONE retry loop (`retry`) that
-both use.
+both use, which can bound the whole of a download with a `Deadline`.
 """
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 import random
 import time
@@ -40,6 +41,30 @@ class FetchError(Exception):
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class Deadline:
+    """A point on the monotonic clock by which a download must be over, retries and waits included."""
+
+    __slots__ = ("seconds", "end")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def timeouts(self, connect: float, read: float) -> tuple[float, float]:
+        """(connect, read) timeouts for one request, neither longer than the time left."""
+        left = self.left()
+        if left <= 0:
+            raise self.passed()
+        return min(connect, left), min(read, left)
+
+    def passed(self, detail: str = "") -> FetchError:
+        """The error of a download that ran out of time (not retryable: the time is gone)."""
+        return FetchError("timeout", f"deadline of {self.seconds:g} s passed{detail}")
 
 
 def is_valid_user_agent(value: Any) -> bool:
@@ -130,13 +155,29 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 # Bodies and retries
 
 
-def iter_body(resp: requests.Response) -> Iterator[bytes]:
+def iter_body(resp: requests.Response, deadline: Deadline | None = None, read_timeout: float = math.inf) -> Iterator[bytes]:
     """The body of a streamed response, chunk by chunk as the bytes arrive: read1 hands over
     whatever has come (iter_content would drop the bytes of a chunk cut short by the connection,
-    and they are exactly what resuming needs). Errors become FetchErrors."""
+    and they are exactly what resuming needs). Errors become FetchErrors.
+
+    With a `deadline`, a slow body is cut off when it passes: the time left is checked after
+    every chunk (one monotonic clock read, no syscall), and once it is shorter than the socket's
+    timeout for one read (`read_timeout`, as the request set it) that timeout is lowered to it,
+    so that no read can wait past the deadline either: a body dripping a byte every few seconds
+    cannot hold a worker.
+    """
     raw = resp.raw
     try:
         while chunk := raw.read1(READ_CHUNK, decode_content=True):
+            if deadline is not None:
+                left = deadline.end - time.monotonic()
+                if left <= 0:
+                    raise deadline.passed(" while reading the body")
+                if left < read_timeout:  # only near the deadline: settimeout is a syscall
+                    read_timeout = left
+                    sock = getattr(raw.connection, "sock", None)
+                    if sock is not None:
+                        sock.settimeout(left)
             yield chunk
     except REQUEST_ERRORS as e:
         raise request_error(e) from e
@@ -150,13 +191,16 @@ def backoff_delay(attempt: int, base: float, cap: float = MAX_BACKOFF, rng: rand
 
 
 def retry(attempt: Callable[[], T], *, max_retries: int, backoff: float, max_backoff: float = MAX_BACKOFF,
-          progressed: Callable[[FetchError], bool] | None = None,
+          deadline: Deadline | None = None, progressed: Callable[[FetchError], bool] | None = None,
           on_retry: Callable[[FetchError, float], None] | None = None) -> T:
     """Call `attempt` until it returns, retrying retryable FetchErrors up to `max_retries` times in a row.
 
     The wait before retry n (0-based) is backoff_delay(n). A Retry-After from the server replaces
     it (the server knows when it will recover) but is capped at `max_backoff`, so one server
     cannot stall a worker for hours.
+    - deadline: bounds the whole, waits included (`attempt` bounds its own requests by it). A
+      wait that would end past it is not begun: the call fails at once with reason `timeout`,
+      the last error in its message;
     - progressed(error): asked after each failed attempt; True (it moved the work forward, e.g.
       bytes arrived) restarts the count, so a long transfer over a flaky link keeps going as
       long as it makes progress;
@@ -172,6 +216,8 @@ def retry(attempt: Callable[[], T], *, max_retries: int, backoff: float, max_bac
             if not e.retryable or failures >= max_retries:
                 raise
             delay = backoff_delay(failures, backoff, max_backoff) if e.retry_after is None else min(e.retry_after, max_backoff)
+            if deadline is not None and delay >= deadline.left():
+                raise deadline.passed(f"; last attempt: {e}") from e
             if on_retry is not None:
                 on_retry(e, delay)
             time.sleep(delay)
