@@ -3,12 +3,14 @@
 `fetch_file` downloads into `<partial_dir>/<name>.part`; an interrupted transfer, in this call or
 a killed earlier run, continues from there with an HTTP Range request, and the file appears under
 its final name only once complete, with its size checked against the server's and its sha256
-against the expected one when given.
+against the expected one when given. A connection that stays open but delivers next to nothing
+is abandoned by a stall guard (see fetch_file) and resumed on a new one.
 """
 from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +34,8 @@ from landmarks.http import (
 
 CONNECT_TIMEOUT = 10.0  # seconds: more patient than for single images (download.connect_timeout)
 READ_TIMEOUT = 60.0
+STALL_BYTES = 64 * 1024  # an attempt that receives fewer bytes than this ...
+STALL_SECONDS = 60.0  # ... in this many seconds (about 1 KiB/s) is abandoned and resumed
 
 
 def _content_range_total(value: str | None) -> int | None:
@@ -47,9 +51,10 @@ def _size(path: Path) -> int:
 
 
 def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeout: tuple[float, float],
-                      progress: bool, desc: str) -> int | None:
+                      stall: tuple[int, float], progress: bool, desc: str) -> int | None:
     """One attempt to complete `part` from `url`, resuming from its current size with a Range request.
-    Returns the total size the server announced (None if unknown)."""
+    Returns the total size the server announced (None if unknown). Fails with reason `stalled` when
+    fewer than stall[0] bytes came in a window of stall[1] seconds (checked as chunks arrive)."""
     offset = _size(part)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
@@ -78,9 +83,16 @@ def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeou
             total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
             disable=not progress, dynamic_ncols=True,
         ) as bar:
+            stall_bytes, stall_seconds = stall
+            window_end, window_bytes = time.monotonic() + stall_seconds, 0
             for chunk in iter_body(resp):
                 f.write(chunk)
                 bar.update(len(chunk))
+                window_bytes += len(chunk)
+                if (now := time.monotonic()) >= window_end:
+                    if window_bytes < stall_bytes:
+                        raise FetchError("stalled", f"{window_bytes} bytes in {stall_seconds:g} s", retryable=True)
+                    window_end, window_bytes = now + stall_seconds, 0
         return total
 
 
@@ -95,6 +107,8 @@ def fetch_file(
     read_timeout: float = READ_TIMEOUT,
     max_retries: int = 5,
     backoff: float = 1.0,
+    stall_bytes: int = STALL_BYTES,
+    stall_seconds: float = STALL_SECONDS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Download `url` (http, https or file) to `dest`; return {"url", "size", "sha256"}.
@@ -107,6 +121,17 @@ def fetch_file(
 
     Every request names us with `user_agent` (params.yaml's download.user_agent: the caller
     passes it; there is deliberately no default, so no fetch goes out anonymous).
+
+    Slow servers: read_timeout ends a read that gets no byte at all, but a server that keeps the
+    connection open and drips a few bytes a second would hold the stage for days. Single images
+    get a total deadline for that (download.deadline); a total deadline does not fit here: a
+    500 MB shard over a slow but healthy link may rightly take hours, so any bound generous
+    enough for it would not catch a drip before it had wasted those hours. Instead a stall guard
+    judges the rate, whatever the size: an attempt that receives fewer than `stall_bytes` in
+    `stall_seconds` (default 64 KiB in 60 s, about 1 KiB/s) is abandoned with reason `stalled`
+    and retried on a new connection, resuming from the bytes it got. A stalled attempt counts as
+    progress only if it received at least `stall_bytes` before it stalled, so a server that only
+    ever drips fails after max_retries stalls instead of trickling on forever.
     """
     dest = Path(dest)
     scheme = urlsplit(url).scheme.lower()
@@ -133,14 +158,16 @@ def fetch_file(
             nonlocal before
             before = _size(part)
             return _transfer_to_part(session, url, part, timeout=(connect_timeout, read_timeout),
-                                     progress=progress, desc=dest.name)
+                                     stall=(stall_bytes, stall_seconds), progress=progress, desc=dest.name)
 
         def log_retry(e: FetchError, delay: float) -> None:
             print(f"fetch: {dest.name}: {e}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
 
-        # progress was made: this is a flaky link, not a dead one
+        def progressed(e: FetchError) -> bool:  # bytes arrived: a flaky link, not a dead one
+            return _size(part) - before >= (stall_bytes if e.reason == "stalled" else 1)
+
         total = retry(attempt, max_retries=max_retries, backoff=backoff, max_backoff=MAX_BACKOFF,
-                      progressed=lambda e: _size(part) > before, on_retry=log_retry)
+                      progressed=progressed, on_retry=log_retry)
 
     size = _size(part)
     if total is not None and size != total:

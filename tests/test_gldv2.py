@@ -5,6 +5,7 @@ import csv
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ from landmarks.folder import image_id, scan_folder
 from landmarks.gldv2 import category_name, is_valid_id, read_categories, read_train_csv
 from landmarks.http import FetchError
 from landmarks.select import select_classes
-from tests.faultserver import Cut, FaultServer, Respond, make_jpeg
+from tests.faultserver import Cut, Drip, FaultServer, Respond, make_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
 # CI runs in a fresh clone with shared/ beside it; never an absolute path.
@@ -172,6 +173,37 @@ def test_fetch_copies_a_file_url(tmp_path):
     src.write_bytes(DATA)
     record = fetch_file(src.as_uri(), tmp_path / "out" / "train.csv", user_agent=AGENT, progress=False)
     assert record["sha256"] == SHA and (tmp_path / "out" / "train.csv").read_bytes() == DATA
+
+
+def test_fetch_gives_up_on_a_server_that_only_drips(tmp_path):
+    partial = tmp_path / "partial"
+    with FaultServer() as server:
+        url = server.route("/t.csv", Drip(DATA, step=50, interval=0.1))  # 500 B/s: ~8 minutes for DATA
+        start = time.monotonic()
+        with pytest.raises(FetchError, match="stalled"):
+            fetch_file(url, tmp_path / "t.csv", partial_dir=partial, user_agent=AGENT, max_retries=2, backoff=0.01,
+                       stall_bytes=10_000, stall_seconds=0.5, progress=False)
+        elapsed = time.monotonic() - start
+        ranges = [h.get("Range") for _, h in server.requests]
+    # Each attempt is abandoned after one window; a trickle is not progress, so max_retries bounds them.
+    assert len(ranges) == 3 and elapsed < 3 * 0.5 + 3
+    kept = (partial / "t.csv.part").stat().st_size
+    resumed_at = [int(r[len("bytes="):-1]) for r in ranges[1:]]
+    assert ranges[0] is None and 0 < resumed_at[0] < resumed_at[1] < kept < 10_000  # each retry resumed the part
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_fetch_keeps_going_while_each_attempt_brings_real_progress(tmp_path):
+    with FaultServer() as server:
+        # 100 kB at once, then a trickle: every attempt stalls, but only after real progress.
+        url = server.route("/t.csv", Drip(DATA, head=100_000, step=50, interval=0.1))
+        record = fetch_file(url, tmp_path / "t.csv", user_agent=AGENT, max_retries=1, backoff=0.01,
+                            stall_bytes=10_000, stall_seconds=0.3, progress=False)
+        ranges = [h.get("Range") for _, h in server.requests]
+    assert record["sha256"] == SHA and (tmp_path / "t.csv").read_bytes() == DATA
+    assert len(ranges) >= 3 and ranges[0] is None  # more attempts than max_retries + 1: each one resumed
+    resumed_at = [int(r[len("bytes="):-1]) for r in ranges[1:]]
+    assert resumed_at == sorted(set(resumed_at)) and resumed_at[0] >= 100_000
 
 
 # ---------------------------------------------------------------------------------------------
