@@ -2,11 +2,11 @@
 
 Each image is fetched over landmarks.http (one pooled session, separate connect/read timeouts,
 retries with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx,
-Retry-After honoured up to a cap, and a total deadline for the whole, so that no server holds a
-worker longer than `download.deadline` however slowly it drips its bytes), size-limited, redirect-checked, fully decoded
-(decompression-bomb limit), resized and stored atomically as `<images>/<landmark_id>/<id>.jpg`.
-Every row ends as an image or as a failure with a short reason; nothing is dropped silently.
-Images already stored are skipped, so a killed run resumes.
+Retry-After honoured up to a cap) within a total deadline (`download.deadline`: no server holds
+a worker longer, however slowly it drips its bytes), size-limited, redirect-checked, fully
+decoded (decompression-bomb limit), resized and stored atomically as
+`<images>/<landmark_id>/<id>.jpg`. Every row ends as an image or as a failure with a short
+reason; nothing is dropped silently. Images already stored are skipped, so a killed run resumes.
 """
 from __future__ import annotations
 

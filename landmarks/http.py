@@ -44,7 +44,13 @@ class FetchError(Exception):
 
 
 class Deadline:
-    """A point on the monotonic clock by which a download must be over, retries and waits included."""
+    """A point on the monotonic clock by which a download must be over, retries and waits included.
+
+    It caps each request's connect and read timeouts (`timeouts`), the body reader (`iter_body`)
+    and the waits of `retry`. One wait it cannot shorten: http.client reads the status line and
+    headers with the request's read timeout per read, so a server dripping its *headers* a byte
+    at a time could outlast it (bodies are where slow servers were seen).
+    """
 
     __slots__ = ("seconds", "end")
 
