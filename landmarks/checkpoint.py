@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from landmarks.imageio import atomic_write_bytes
+from landmarks.files import atomic_write_bytes
 from landmarks.models import build_model
 
 FORMAT_VERSION = 1

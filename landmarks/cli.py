@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image
+from landmarks.files import atomic_write_bytes
+from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
 
 DEFAULT_MODEL = "models/predictor.pt"
 # Measured with bench/bench_predictor.py (2-core CPU, 1 thread): batches of 8 tag ~40% faster

@@ -1,65 +1,57 @@
-"""Downloading from the internet as it is: slow, flaky, rate-limited and sometimes hostile.
+"""Many images in parallel: every row of the selection ends as a stored image or as a failure.
 
-Two jobs share the HTTP plumbing here (one pooled session, separate connect/read timeouts,
+Each image is fetched over landmarks.http (one pooled session, separate connect/read timeouts,
 retries with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx,
-Retry-After honoured up to a cap):
-- `fetch_file`: one big file (the GLDv2 metadata), resumable with HTTP Range into a `.part` file
-  and published atomically with its size and sha256;
-- `download_images`: many images in parallel, each one size-limited, redirect-checked, fully
-  decoded (decompression-bomb limit), resized and stored atomically as
-  `<images>/<landmark_id>/<id>.jpg`. Every row ends as an image or as a failure with a short
-  reason; nothing is dropped silently. Images already stored are skipped, so a killed run resumes.
+Retry-After honoured up to a cap) within a total deadline (`download.deadline`: no server holds
+a worker longer, however slowly it drips its bytes), size-limited, redirect-checked, fully
+decoded (decompression-bomb limit), resized and stored atomically as
+`<images>/<landmark_id>/<id>.jpg`. Every row ends as an image or as a failure with a short
+reason; nothing is dropped silently. Images already stored are skipped, so a killed run resumes.
 """
 from __future__ import annotations
 
-import email.utils
 import itertools
 import os
 import queue
-import random
-import shutil
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
-from urllib.request import url2pathname
 
 import pandas as pd
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 
+from landmarks.files import atomic_write_bytes
 from landmarks.gldv2 import NO_LANDMARK_ID, image_path, is_valid_id
-from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter, sha256_file
+from landmarks.http import (
+    DEFAULT_USER_AGENT,
+    MAX_BACKOFF,
+    MAX_REDIRECTS,
+    REQUEST_ERRORS,
+    USER_AGENT_RULE,
+    Deadline,
+    FetchError,
+    check_status,
+    file_url_path,
+    is_valid_user_agent,
+    iter_body,
+    make_session,
+    request_error,
+    retry,
+)
+from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image, encode_jpeg, resize_shorter
 
-DEFAULT_USER_AGENT = "landmarks-pipeline/0.1 (https://github.com/landmarks-ml/landmarks) python-requests"
 FAILURE_COLUMNS = ("id", "url", "landmark_id", "reason")
-MAX_REDIRECTS = 5
-MAX_BACKOFF = 60.0  # seconds: cap on any single wait, Retry-After included
-READ_CHUNK = 256 * 1024
 # Redirects may only lead to the web: a `file://` or `ftp://` Location from a remote server must
 # never make us read local files or speak other protocols.
 REDIRECT_SCHEMES = ("http", "https")
 # Distractor rows come from fetch_csv's own list (rendered or extracted files in data/raw).
 DISTRACTOR_SCHEMES = ("http", "https", "file")
-
-
-class FetchError(Exception):
-    """A failed fetch: `reason` is the short tag written to the failures CSV."""
-
-    def __init__(self, reason: str, detail: str = "", *, retryable: bool = False, retry_after: float | None = None):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -70,6 +62,7 @@ class DownloadConfig:
     image_size: int = 320
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    deadline: float = 180.0  # seconds for the whole of one image, retries and waits included
     max_retries: int = 5
     backoff: float = 1.0
     max_backoff: float = MAX_BACKOFF
@@ -96,11 +89,13 @@ class DownloadConfig:
         for name in ("connect_timeout", "read_timeout"):
             if not is_num(getattr(self, name)) or not 0 < getattr(self, name) <= 3600:
                 raise bad(name, "a number of seconds in (0, 3600]")
+        if not is_num(self.deadline) or not 0 < self.deadline <= 86400:
+            raise bad("deadline", "a number of seconds in (0, 86400]")
         for name in ("backoff", "max_backoff"):
             if not is_num(getattr(self, name)) or not 0 <= getattr(self, name) <= 3600:
                 raise bad(name, "a number of seconds in [0, 3600]")
-        if not isinstance(self.user_agent, str) or not self.user_agent.strip() or not self.user_agent.isprintable():
-            raise bad("user_agent", "a non-empty one-line string naming the project and a contact")
+        if not is_valid_user_agent(self.user_agent):
+            raise bad("user_agent", USER_AGENT_RULE)
         unknown = set(self.allowed_schemes) - {"http", "https", "file"}
         if unknown:
             raise ValueError(f"allowed_schemes={self.allowed_schemes!r} is not valid; use http, https, file")
@@ -116,122 +111,18 @@ class DownloadConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# HTTP plumbing shared by fetch_file and download_images
-
-
-def make_session(user_agent: str = DEFAULT_USER_AGENT, pool_size: int = 32, max_redirects: int = MAX_REDIRECTS) -> requests.Session:
-    """One pooled session for all threads: a connection pool as large as the number of workers,
-    so each worker keeps its keep-alive connection instead of reconnecting every request."""
-    session = requests.Session()
-    # Retries are ours (with Retry-After and jitter); urllib3's must not multiply them.
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=max(pool_size, 10), max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.max_redirects = max_redirects
-    session.headers["User-Agent"] = user_agent
-    if not requests.utils.getproxies() and not _netrc_exists():
-        # With trust_env, requests re-reads every proxy variable of the environment and looks for
-        # ~/.netrc on EVERY request (~20% of our CPU per image). Without proxies or netrc, the one
-        # setting it would still take from the environment is the CA bundle: read it once here.
-        session.trust_env = False
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
-    return session
-
-
-def _netrc_exists() -> bool:
-    paths = [os.environ["NETRC"]] if "NETRC" in os.environ else [f"~/{f}" for f in requests.utils.NETRC_FILES]
-    return any(os.path.exists(os.path.expanduser(p)) for p in paths)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent or unparsable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # HTTP dates are GMT
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
-
-
-def backoff_delay(attempt: int, base: float, cap: float = MAX_BACKOFF, rng: random.Random | None = None) -> float:
-    """Wait before retry number `attempt` (0-based): base * 2**attempt, capped, with jitter in [50%, 100%]
-    so that many workers hit by the same outage do not retry in lock-step."""
-    delay = min(cap, base * 2.0**attempt)
-    return delay * (0.5 + 0.5 * (rng or random).random())
-
-
-def _request_error(exc: Exception) -> FetchError:
-    """Map a requests/urllib3 exception to a failure reason (and whether retrying may help)."""
-    inner = exc.args[0] if exc.args else None
-    if isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)) or isinstance(
-        inner, urllib3.exceptions.ReadTimeoutError
-    ):  # requests reports a read timeout in the middle of a body as a ConnectionError
-        return FetchError("timeout", str(exc), retryable=True)
-    if isinstance(exc, requests.exceptions.SSLError):
-        return FetchError("ssl_error", str(exc))
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema, urllib3.exceptions.LocationValueError,
-                        ValueError)):
-        return FetchError("invalid_url", str(exc))
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                        urllib3.exceptions.ProtocolError, ConnectionError)):
-        return FetchError("connection_error", str(exc), retryable=True)
-    if isinstance(exc, requests.exceptions.ContentDecodingError):
-        return FetchError("corrupt", str(exc))
-    return FetchError("request_error", f"{type(exc).__name__}: {exc}")
-
-
-_REQUEST_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ConnectionError, ValueError)
-
-
-def _check_status(resp: requests.Response) -> None:
-    status = resp.status_code
-    if status == 429 or 500 <= status <= 599:
-        raise FetchError(f"http_{status}", retryable=True, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
-    if not 200 <= status <= 299:
-        raise FetchError(f"http_{status}")
-
-
-def with_retries(fn: Callable[[], Any], *, max_retries: int, backoff: float, max_backoff: float = MAX_BACKOFF,
-                 sleep: Callable[[float], None] = time.sleep) -> Any:
-    """Call `fn` until it succeeds, retrying retryable FetchErrors up to `max_retries` times.
-
-    A Retry-After from the server replaces our own backoff (the server knows when it will
-    recover) but is capped at `max_backoff`, so one server cannot stall a worker for hours.
-    """
-    for attempt in range(max_retries + 1):
-        try:
-            return fn()
-        except FetchError as e:
-            if not e.retryable or attempt == max_retries:
-                raise
-            delay = backoff_delay(attempt, backoff, max_backoff)
-            if e.retry_after is not None:
-                delay = min(e.retry_after, max_backoff)
-            sleep(delay)
-    raise AssertionError("unreachable")
-
-
-# ---------------------------------------------------------------------------------------------
 # One image
 
 
-def _get_once(session: requests.Session, url: str, cfg: DownloadConfig) -> bytearray:
-    """One attempt: GET `url` following at most cfg.max_redirects http(s) redirects, read at most max_bytes."""
+def _get_once(session: requests.Session, url: str, cfg: DownloadConfig, deadline: Deadline) -> bytearray:
+    """One attempt: GET `url` following at most cfg.max_redirects http(s) redirects, read at most
+    max_bytes, all before `deadline`."""
     for _ in range(cfg.max_redirects + 1):
+        timeout = deadline.timeouts(cfg.connect_timeout, cfg.read_timeout)
         try:
-            resp = session.get(url, stream=True, allow_redirects=False,
-                               timeout=(cfg.connect_timeout, cfg.read_timeout))
-        except _REQUEST_ERRORS as e:
-            raise _request_error(e) from e
+            resp = session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+        except REQUEST_ERRORS as e:
+            raise request_error(e) from e
         with resp:
             if resp.is_redirect:
                 # Followed by hand so that every hop's scheme is checked before it is requested.
@@ -243,45 +134,36 @@ def _get_once(session: requests.Session, url: str, cfg: DownloadConfig) -> bytea
                 if scheme not in REDIRECT_SCHEMES:
                     raise FetchError("bad_redirect_scheme", url)
                 continue
-            _check_status(resp)
+            check_status(resp)
             length = resp.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > cfg.max_bytes:
                 raise FetchError("max_bytes_exceeded", f"Content-Length {length} > {cfg.max_bytes}")
-            return _read_body(resp, cfg.max_bytes)
+            return _read_body(iter_body(resp, deadline, timeout[1]), cfg.max_bytes)
     raise FetchError("too_many_redirects", f"more than {cfg.max_redirects}")
 
 
-def _read_body(resp: requests.Response, max_bytes: int) -> bytearray:
+def _read_body(chunks: Iterator[bytes], max_bytes: int) -> bytearray:
     """The whole body, aborting as soon as it passes `max_bytes` (a missing or lying Content-Length)."""
     data = bytearray()
-    try:
-        for chunk in resp.iter_content(READ_CHUNK):
-            data += chunk
-            if len(data) > max_bytes:
-                raise FetchError("max_bytes_exceeded", f"body > {max_bytes} bytes")
-    except _REQUEST_ERRORS as e:
-        raise _request_error(e) from e
+    for chunk in chunks:
+        data += chunk
+        if len(data) > max_bytes:
+            raise FetchError("max_bytes_exceeded", f"body > {max_bytes} bytes")
     return data
 
 
 def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadConfig,
                       schemes: tuple[str, ...] | None = None) -> bytearray:
-    """The bytes behind `url` (http, https or file, as `schemes`, default cfg.allowed_schemes, permit), with retries."""
+    """The bytes behind `url` (http, https or file, as `schemes`, default cfg.allowed_schemes, permit),
+    with retries, all within cfg.deadline seconds."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in (schemes or cfg.allowed_schemes):
         raise FetchError("disallowed_scheme", scheme or "(none)")
     if scheme == "file":
         return read_local_file(url, cfg.max_bytes)
-    return with_retries(lambda: _get_once(session, url, cfg), max_retries=cfg.max_retries,
-                        backoff=cfg.backoff, max_backoff=cfg.max_backoff)
-
-
-def file_url_path(url: str) -> Path:
-    """The local path of a file:// URL (only local hosts)."""
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        raise FetchError("invalid_url", f"file URL on another host: {parts.netloc}")
-    return Path(url2pathname(parts.path))
+    deadline = Deadline(cfg.deadline)
+    return retry(lambda: _get_once(session, url, cfg, deadline), max_retries=cfg.max_retries,
+                 backoff=cfg.backoff, max_backoff=cfg.max_backoff, deadline=deadline)
 
 
 def read_local_file(url: str, max_bytes: int) -> bytearray:
@@ -508,148 +390,3 @@ def _run_parallel(items: list[int], fn: Callable[[int], str | None], workers: in
     finally:
         # On Ctrl-C (or an error) drop queued work; running requests end within their timeouts.
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# One big file (the metadata CSVs)
-
-
-def _content_range_total(value: str | None) -> int | None:
-    """Total size from a Content-Range header such as `bytes 100-199/1000` or `bytes */1000`."""
-    if not value or "/" not in value:
-        return None
-    total = value.rsplit("/", 1)[1].strip()
-    return int(total) if total.isdigit() else None
-
-
-def _publish(src: Path, dest: Path) -> None:
-    """Move a complete file into place atomically (across file systems via a temp copy beside dest)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dest)
-    except OSError:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        src.unlink()
-
-
-def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeout: tuple[float, float],
-                      progress: bool, desc: str) -> int | None:
-    """One attempt to complete `part` from `url`, resuming from its current size with a Range request.
-    Returns the total size the server announced (None if unknown)."""
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    try:
-        resp = session.get(url, headers=headers, stream=True, timeout=timeout)
-    except _REQUEST_ERRORS as e:
-        raise _request_error(e) from e
-    with resp:
-        if resp.status_code == 416 and offset:
-            total = _content_range_total(resp.headers.get("Content-Range"))
-            if total == offset:
-                return total  # the previous run had already received everything
-            part.unlink()  # the part is longer than the file (it changed): start over
-            raise FetchError("range_not_satisfiable", url, retryable=True, retry_after=0.0)
-        _check_status(resp)
-        if resp.status_code == 206:
-            start = (resp.headers.get("Content-Range", "").split(" ", 1)[-1].split("-", 1)[0]).strip()
-            if start != str(offset):
-                part.unlink(missing_ok=True)
-                raise FetchError("bad_content_range", resp.headers.get("Content-Range", ""), retryable=True, retry_after=0.0)
-            total = _content_range_total(resp.headers.get("Content-Range"))
-        else:  # 200: the server ignored Range (or there was nothing to resume): start from zero
-            offset = 0
-            length = resp.headers.get("Content-Length", "")
-            total = int(length) if length.isdigit() else None
-        with open(part, "ab" if offset else "wb") as f, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-            disable=not progress, dynamic_ncols=True,
-        ) as bar:
-            try:
-                # read1 hands over whatever has arrived: iter_content would drop the bytes of a
-                # chunk cut short by the connection, and they are exactly what resuming needs.
-                while chunk := resp.raw.read1(READ_CHUNK, decode_content=True):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-            except _REQUEST_ERRORS as e:
-                raise _request_error(e) from e
-        return total
-
-
-def fetch_file(
-    url: str,
-    dest: str | Path,
-    *,
-    partial_dir: str | Path | None = None,
-    expected_sha256: str | None = None,
-    session: requests.Session | None = None,
-    user_agent: str = DEFAULT_USER_AGENT,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
-    max_retries: int = 5,
-    backoff: float = 1.0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Download `url` (http, https or file) to `dest`; return {"url", "size", "sha256"}.
-
-    Bytes arrive in `<partial_dir>/<dest name>.part` (default: beside dest); an interrupted
-    transfer, in this call or a killed earlier run, resumes from there with an HTTP Range request.
-    `dest` appears only once complete, with its size checked against the server's and its sha256
-    against `expected_sha256` when given. Retries restart their count whenever bytes arrived,
-    so a long transfer over a flaky link keeps going as long as it makes progress.
-    """
-    dest = Path(dest)
-    scheme = urlsplit(url).scheme.lower()
-    if scheme == "file":
-        src = file_url_path(url)
-        if not src.is_file():
-            raise FetchError("file_not_found", str(src))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        os.close(fd)
-        part = Path(tmp)
-        try:
-            shutil.copyfile(src, part)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        total = part.stat().st_size
-    elif scheme in ("http", "https"):
-        part_dir = Path(partial_dir) if partial_dir is not None else dest.parent
-        part_dir.mkdir(parents=True, exist_ok=True)
-        part = part_dir / f"{dest.name}.part"
-        session = session or make_session(user_agent, pool_size=1)
-        attempt, total = 0, None
-        while True:
-            before = part.stat().st_size if part.exists() else 0
-            try:
-                total = _transfer_to_part(session, url, part, timeout=(connect_timeout, read_timeout),
-                                          progress=progress, desc=dest.name)
-                break
-            except FetchError as e:
-                if part.exists() and part.stat().st_size > before:
-                    attempt = 0  # progress was made: this is a flaky link, not a dead one
-                if not e.retryable or attempt >= max_retries:
-                    raise
-                delay = backoff_delay(attempt, backoff) if e.retry_after is None else min(e.retry_after, MAX_BACKOFF)
-                print(f"fetch: {dest.name}: {e}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
-                time.sleep(delay)
-                attempt += 1
-    else:
-        raise FetchError("disallowed_scheme", f"cannot fetch {url!r}: use http://, https:// or file://")
-
-    size = part.stat().st_size
-    if total is not None and size != total:
-        part.unlink()
-        raise FetchError("size_mismatch", f"{url}: got {size} bytes, server announced {total}")
-    digest = sha256_file(part)
-    if expected_sha256 and digest != expected_sha256.lower():
-        part.unlink()
-        raise FetchError("sha256_mismatch", f"{url}: sha256 {digest}, expected {expected_sha256}")
-    _publish(part, dest)
-    return {"url": url, "size": size, "sha256": digest}

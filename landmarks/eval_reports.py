@@ -17,7 +17,8 @@ import torch
 
 from landmarks.data import image_path, known_rows, read_split
 from landmarks.evaluation import confusion_matrix, per_class_metrics
-from landmarks.imageio import ImageError, atomic_write_bytes, decode_image
+from landmarks.files import atomic_write_bytes
+from landmarks.imageio import ImageError, decode_image
 from landmarks.inference import SplitResult
 from landmarks.reports import denormalize, plot_confusion, plot_gallery
 from landmarks.transforms import AUGMENT_PRESETS, train_transform

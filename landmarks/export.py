@@ -29,7 +29,7 @@ from typing import Any, Iterator, List, Tuple
 import torch
 from torch import nn
 
-from landmarks.imageio import atomic_write_bytes
+from landmarks.files import atomic_write_bytes
 from landmarks.openset import Tagger, open_set_scores
 from landmarks.transforms import preprocess_uint8
 

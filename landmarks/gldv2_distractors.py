@@ -5,7 +5,7 @@ The recognition solution (`recognition_solution_v2.1.csv`, columns `id,landmarks
 shards of a few hundred MB (`test/images_000.tar` ...), members named `a/b/c/abc0123456789def.jpg`;
 which id is in which shard is known only by reading the shard. So for each shard asked for:
 
-1. fetch it resumably (landmarks.download.fetch_file: bytes wait in `<partial>/<name>.part`, a
+1. fetch it resumably (landmarks.fetch.fetch_file: bytes wait in `<partial>/<name>.part`, a
    killed run continues with an HTTP Range request; a shard fully downloaded by a run killed
    during extraction is moved back to `.part`, so the rerun's Range request only confirms its
    size, 416, instead of downloading it again); a file:// shard is read in place;
@@ -28,14 +28,15 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from landmarks.download import FetchError, fetch_file, file_url_path
+from landmarks.fetch import fetch_file
+from landmarks.files import atomic_write_bytes, sha256_file
 from landmarks.gldv2 import DISTRACTOR_COLUMNS, is_valid_id
-from landmarks.imageio import atomic_write_bytes, sha256_file
+from landmarks.http import FetchError, file_url_path
 
 SOLUTION_COLUMNS = ("id", "landmarks")
 NUM_SHARDS = 20  # test/images_000.tar .. images_019.tar
-# Per-member limit, as download.max_bytes for single images (fetch_csv does not read the
-# download params, so that changing them does not re-fetch the metadata).
+# Per-member limit, as download.max_bytes for single images (fetch_csv reads only
+# download.user_agent, so that changing the image settings does not re-fetch the metadata).
 MAX_MEMBER_BYTES = 50 * 2**20
 URL_SCHEMES = ("http://", "https://", "file://")
 
@@ -186,7 +187,8 @@ def extract_shard(tar_path: str | Path, solution: Solution, images_dir: Path, ke
     return stats
 
 
-def fetch_shard(url: str, dest: Path, partial: Path, *, progress: bool = True) -> tuple[dict[str, Any], Path, bool]:
+def fetch_shard(url: str, dest: Path, partial: Path, *, user_agent: str,
+                progress: bool = True) -> tuple[dict[str, Any], Path, bool]:
     """Make shard `url` readable locally: (its {url, size, sha256}, its path, whether that path is our
     copy, to delete after extraction).
 
@@ -202,7 +204,7 @@ def fetch_shard(url: str, dest: Path, partial: Path, *, progress: bool = True) -
     part = partial / f"{dest.name}.part"
     if dest.is_file():
         dest.replace(part)
-    return fetch_file(url, dest, partial_dir=partial, progress=progress), dest, True
+    return fetch_file(url, dest, partial_dir=partial, user_agent=user_agent, progress=progress), dest, True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,12 +215,13 @@ def _default_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def fetch_distractors(source: DistractorSource, out: Path, partial: Path, *, solution_name: str,
+def fetch_distractors(source: DistractorSource, out: Path, partial: Path, *, solution_name: str, user_agent: str,
                       images_name: str = "distractors", progress: bool = True,
                       log: Callable[[str], None] = _default_log) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Fetch the solution into `out/<solution_name>` and the non-landmark photos of the shards into
     `out/<images_name>/`. Returns the distractor rows (DISTRACTOR_COLUMNS, sorted by id, file:// URLs)
-    and manifest entries {name: {source, size, sha256}} for the solution and each shard."""
+    and manifest entries {name: {source, size, sha256}} for the solution and each shard. Every
+    request names us with `user_agent`."""
     images_dir = out / images_name
     if images_dir.exists():
         shutil.rmtree(images_dir)  # only this run's photos, whatever an earlier run with other params left
@@ -229,7 +232,7 @@ def fetch_distractors(source: DistractorSource, out: Path, partial: Path, *, sol
     files: dict[str, dict[str, Any]] = {}
     log(f"fetch_csv: {source.solution_url} -> {out / solution_name}")
     record = _fetch("gldv2.solution_url", source.solution_url, fetch_file, source.solution_url, out / solution_name,
-                    partial_dir=partial, progress=progress)
+                    partial_dir=partial, user_agent=user_agent, progress=progress)
     files[solution_name] = {"source": record["url"], "size": record["size"], "sha256": record["sha256"]}
     solution = read_solution(out / solution_name)
     log(f"fetch_csv: solution: {solution.rows:,} test images, {len(solution.non_landmark):,} without a landmark, "
@@ -241,7 +244,8 @@ def fetch_distractors(source: DistractorSource, out: Path, partial: Path, *, sol
         name = f"test_images_{shard:03d}.tar"
         dest = partial / name
         log(f"fetch_csv: shard {shard + 1}/{len(source.shard_urls)}: {url}")
-        record, tar_path, owned = _fetch("gldv2.test_shard_url", url, fetch_shard, url, dest, partial, progress=progress)
+        record, tar_path, owned = _fetch("gldv2.test_shard_url", url, fetch_shard, url, dest, partial,
+                                        user_agent=user_agent, progress=progress)
         try:
             stats = extract_shard(tar_path, solution, images_dir, kept)
         except (tarfile.TarError, EOFError) as e:

@@ -7,12 +7,9 @@ Pillow mode becomes 8-bit RGB, and a decompression bomb is refused before its pi
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import tempfile
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -23,12 +20,6 @@ JPEG_QUALITY = 90
 
 # A truncated file must fail loudly so it is counted, never half-decoded.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-# mkstemp creates files readable by the owner only; written files should get the usual umask mode.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
-
 
 class ImageError(ValueError):
     """An input that is not a usable image. `reason` is a short machine-readable tag."""
@@ -119,30 +110,3 @@ def encode_jpeg(img: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and a rename.
-
-    A crash (even SIGKILL) leaves either the old file or the new one, never a partial one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 4 * 2**20) -> str:
-    """Hex sha256 of a file, read in chunks (big metadata files and checkpoints alike)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from landmarks.imageio import atomic_write_bytes
+from landmarks.files import atomic_write_bytes
 
 DPI = 110
 

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from landmarks.checkpoint import make_checkpoint, save_checkpoint
 from landmarks.data import LandmarkDataset, known_rows, read_classes, read_split
 from landmarks.evaluation import embed_dataset
+from landmarks.files import atomic_write_bytes
 from landmarks.openset import gallery_record
-from landmarks.imageio import atomic_write_bytes
 from landmarks.models import build_model, describe, head_parameters, set_train_mode, split_at_last_linear
 from landmarks.transforms import CROP_FRACTION, eval_transform, preprocess_config, train_transform
 

@@ -14,7 +14,7 @@ from landmarks.checkpoint import load_checkpoint
 from landmarks.data import read_split
 from landmarks.eval_reports import plot_train_batch, write_model_reports
 from landmarks.export import plain_json
-from landmarks.imageio import sha256_file
+from landmarks.files import sha256_file
 from landmarks.inference import SplitResult, run_split
 from landmarks.openset import build_tagger
 from stages.common import ConfigError, load_params, log, write_json

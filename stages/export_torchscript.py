@@ -14,7 +14,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from landmarks.checkpoint import load_checkpoint
 from landmarks.data import image_path, read_split
 from landmarks.export import export_predictor
-from landmarks.imageio import ImageError, decode_image, sha256_file
+from landmarks.files import sha256_file
+from landmarks.imageio import ImageError, decode_image
 from landmarks.openset import build_tagger
 from stages.common import log
 

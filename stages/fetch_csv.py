@@ -8,6 +8,8 @@ dataset: synthetic -> rendered by landmarks.synthetic (deterministic from `seed`
                       gldv2.distractor_shards test shards, in <out>/distractors/<id>.jpg
                       (landmarks.gldv2_distractors);
          folder    -> scanned from --folder, one sub-folder per landmark.
+Every download names us with params.yaml's download.user_agent (the one download setting this
+stage reads: the image settings do not change the metadata).
 distractors.csv (id,url) lists photos that show no landmark of the class list (synthetic scenes,
 the folder's `_no_landmark/`); it may be empty.
 The manifest records, for each file, its source, size in bytes and sha256.
@@ -20,11 +22,12 @@ from typing import Any
 
 import pandas as pd
 
-from landmarks.download import FetchError, fetch_file
-from landmarks.imageio import sha256_file
+from landmarks.fetch import fetch_file
+from landmarks.files import sha256_file
 from landmarks.folder import NO_LANDMARK_FOLDER, scan_folder
 from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, DISTRACTOR_COLUMNS, TRAIN_COLUMNS
 from landmarks.gldv2_distractors import DistractorError, check_params, fetch_distractors
+from landmarks.http import USER_AGENT_RULE, FetchError, is_valid_user_agent
 from stages.common import ConfigError, check_choice, load_params, log, write_json
 
 TRAIN_FILE = "train.csv"
@@ -77,12 +80,21 @@ def from_folder(folder: Path, out: Path) -> dict[str, Any]:
     }
 
 
+def user_agent(params: dict[str, Any]) -> str:
+    """params.yaml's download.user_agent, validated."""
+    value = (params.get("download") or {}).get("user_agent")
+    if not is_valid_user_agent(value):
+        raise ConfigError(f"download.user_agent={value!r} is not valid; use {USER_AGENT_RULE}")
+    return value
+
+
 def from_gldv2(params: dict[str, Any], out: Path) -> dict[str, Any]:
     g = params.get("gldv2") or {}
     try:
         distractor_source = check_params(g)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    agent = user_agent(params)
     partial = out.parent / f"{out.name}.partial"
     files = {}
     for key, name, columns in (("metadata_url", TRAIN_FILE, TRAIN_COLUMNS), ("category_url", CATEGORY_FILE, CATEGORY_COLUMNS)):
@@ -91,7 +103,7 @@ def from_gldv2(params: dict[str, Any], out: Path) -> dict[str, Any]:
             raise ConfigError(f"gldv2.{key}={url!r} is not valid; use an http://, https:// or file:// URL")
         log(f"fetch_csv: {url} -> {out / name}")
         try:
-            record = fetch_file(url, out / name, partial_dir=partial)
+            record = fetch_file(url, out / name, partial_dir=partial, user_agent=agent)
         except FetchError as e:
             raise SystemExit(f"error: could not fetch gldv2.{key}={url}: {e}") from None
         header = pd.read_csv(out / name, nrows=0)
@@ -101,7 +113,7 @@ def from_gldv2(params: dict[str, Any], out: Path) -> dict[str, Any]:
         files[name] = {"source": record["url"], "size": record["size"], "sha256": record["sha256"]}
     try:
         distractors, records = fetch_distractors(distractor_source, out, partial, solution_name=SOLUTION_FILE,
-                                                 images_name=DISTRACTOR_DIR, log=log)
+                                                 user_agent=agent, images_name=DISTRACTOR_DIR, log=log)
     except DistractorError as e:
         raise SystemExit(f"error: {e}") from None
     files.update(records)

@@ -3,12 +3,14 @@
     with FaultServer(latency=0.01) as server:
         server.route("/a.jpg", Respond(500), Respond(jpeg))   # 1st request: 500, then the image
         server.route("/b.jpg", Stall(5.0, jpeg))               # headers, half the body, then silence
+        server.route("/c.jpg", Drip(jpeg, head=600, step=4, interval=0.25))  # then 16 bytes a second
         requests.get(server.url("/a.jpg"))
         server.count("/a.jpg")                                 # requests seen for that path
 
 The i-th request to a path gets the i-th action of its route (the last one repeats). Actions:
 Respond (status, body, headers; honours `Range: bytes=N-` on 200), Stall, Reset (TCP RST, no
-response), Cut (announces the full length, sends part, closes), Redirect. It listens on
+response), Cut (announces the full length, sends part, closes), Drip (the body a few bytes at a
+time, slowly enough to hold a client forever), Redirect. It listens on
 127.0.0.1 with a free port, in a thread (`start`) or in a forked process (`start_process`, so a
 benchmark's server does not compete with the client for the GIL). Also: generators for the
 test images (noise JPEGs, a tiny PNG with 20000x20000 pixels, a GLDv2-style train.csv).
@@ -68,12 +70,25 @@ class Cut:
 
 
 @dataclass
+class Drip:
+    """Headers with the full Content-Length (206 from a `Range: bytes=N-` start), the first `head`
+    bytes of the body at once, then `step` bytes every `interval` seconds; after `silent_after`
+    seconds of that (if set), nothing more: a server that slows to a trickle, then hangs."""
+
+    body: bytes
+    head: int = 0
+    step: int = 1
+    interval: float = 0.5
+    silent_after: float | None = None
+
+
+@dataclass
 class Redirect:
     location: str
     status: int = 302
 
 
-Action = Respond | Stall | Reset | Cut | Redirect
+Action = Respond | Stall | Reset | Cut | Drip | Redirect
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -118,16 +133,39 @@ class _Handler(BaseHTTPRequestHandler):
             owner._stopping.wait(action.seconds)
             self.close_connection = True
         elif isinstance(action, Cut):
-            start = _range_start(self.headers.get("Range"), len(action.body)) or 0
-            body = action.body[start:]
-            if start:
-                self._send_head(206, len(body), "application/octet-stream",
-                                {"Content-Range": f"bytes {start}-{len(action.body) - 1}/{len(action.body)}"})
-            else:
-                self._send_head(200, len(body), "application/octet-stream")
-            self.wfile.write(body[: action.at])
+            self.wfile.write(self._send_range_head(action.body)[: action.at])
             self.wfile.flush()
             self.close_connection = True
+        elif isinstance(action, Drip):
+            self._drip(action)
+            self.close_connection = True
+
+    def _drip(self, d: Drip) -> None:
+        stopping = self.server.owner._stopping
+        body = self._send_range_head(d.body)
+        self.wfile.write(body[: d.head])
+        start = time.monotonic()
+        try:
+            for pos in range(d.head, len(body), d.step):
+                if stopping.wait(d.interval):
+                    return
+                if d.silent_after is not None and time.monotonic() - start >= d.silent_after:
+                    stopping.wait(60)
+                    return
+                self.wfile.write(body[pos:pos + d.step])
+        except OSError:  # the client gave up: that is what a drip is for
+            pass
+
+    def _send_range_head(self, full: bytes) -> bytes:
+        """Send the head of a response to `full` from the requested range start; returns the body to send."""
+        start = _range_start(self.headers.get("Range"), len(full)) or 0
+        body = full[start:]
+        if start:
+            self._send_head(206, len(body), "application/octet-stream",
+                            {"Content-Range": f"bytes {start}-{len(full) - 1}/{len(full)}"})
+        else:
+            self._send_head(200, len(body), "application/octet-stream")
+        return body
 
     def _respond(self, r: Respond) -> None:
         start = _range_start(self.headers.get("Range"), len(r.body)) if r.ranges and r.status == 200 else None

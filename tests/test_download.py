@@ -14,18 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from landmarks.download import (
-    DownloadConfig,
-    backoff_delay,
-    download_images,
-    image_path,
-    make_session,
-    parse_retry_after,
-    prune_images,
-)
+from landmarks.download import DownloadConfig, download_images, prune_images
+from landmarks.gldv2 import image_path
+from landmarks.http import backoff_delay, make_session, parse_retry_after
 from landmarks.imageio import decode_image
 from stages.common import ConfigError
-from tests.faultserver import HTML_PAGE, Cut, FaultServer, Redirect, Reset, Respond, Stall, huge_png, make_jpeg
+from tests.faultserver import HTML_PAGE, Cut, Drip, FaultServer, Redirect, Reset, Respond, Stall, huge_png, make_jpeg
 from tests.test_gldv2 import run_stage_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,6 +156,43 @@ def test_retry_after_is_capped(server, tmp_path):
     assert reasons == {} and time.monotonic() - start < 5
 
 
+def test_a_dripping_body_fails_at_the_deadline_while_the_other_rows_download(server, tmp_path):
+    deadline = 3.0
+    # 16 bytes a second after a valid JPEG's first bytes: minutes for the whole image, and each
+    # read returns long before read_timeout, so only the deadline can end it.
+    drip = server.route("/drip.jpg", Drip(JPEG, head=600, step=4, interval=0.25))
+    # The same, then silence: the last read would wait read_timeout (20 s), or the time left at
+    # the request (3 s), unless the read timeout is lowered to the time left as it shrinks.
+    hang = server.route("/drip-then-hang.jpg", Drip(JPEG, head=600, step=4, interval=0.25, silent_after=deadline - 0.25))
+    ok = [(i, server.route(f"/{i}.jpg", Respond(body=JPEG)), 1) for i in ids(6, 100)]
+    start = time.monotonic()
+    result, reasons = run([("a" * 16, drip, 0), ("b" * 16, hang, 0), *ok], tmp_path, workers=4,
+                          read_timeout=20.0, max_retries=3, deadline=deadline)
+    elapsed = time.monotonic() - start
+    assert reasons == {"a" * 16: "timeout", "b" * 16: "timeout"}
+    assert result.downloaded == len(ok)
+    # Without a deadline: minutes; with a deadline checked only between chunks: ~5.5 s.
+    assert elapsed < deadline + 1.5
+    assert server.count("/drip.jpg") == server.count("/drip-then-hang.jpg") == 1  # no retry once time is up
+
+
+def test_retries_and_their_waits_count_against_the_deadline(server, tmp_path):
+    url = server.route("/busy.jpg", Respond(503, headers={"Retry-After": "1"}))
+    start = time.monotonic()
+    _, reasons = run([("a" * 16, url, 0)], tmp_path, max_retries=10, max_backoff=5.0, deadline=2.5)
+    elapsed = time.monotonic() - start
+    assert reasons == {"a" * 16: "timeout"}
+    # 10 retries would take 10 s; a wait that would end past the deadline is not begun.
+    assert 1.0 <= elapsed < 2.5 + 1.5
+    assert 2 <= server.count("/busy.jpg") <= 3
+
+    # A wait that would end past the deadline is not begun: the row fails at once, not in 4 s.
+    url = server.route("/later.jpg", Respond(503, headers={"Retry-After": "4"}))
+    start = time.monotonic()
+    _, reasons = run([("b" * 16, url, 0)], tmp_path, max_retries=10, max_backoff=5.0, deadline=2.5)
+    assert reasons == {"b" * 16: "timeout"} and time.monotonic() - start < 1.5
+
+
 def test_retry_after_parses_seconds_and_http_dates():
     now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
     assert parse_retry_after("120", now) == 120.0
@@ -281,6 +312,7 @@ def test_prune_images_on_a_missing_folder_is_a_no_op(tmp_path):
 @pytest.mark.parametrize("key,value", [
     ("workers", 0), ("workers", 2.5), ("image_size", -1), ("connect_timeout", 0), ("read_timeout", "fast"),
     ("max_retries", -1), ("backoff", -1.0), ("max_bytes", 0), ("max_pixels", True), ("user_agent", ""),
+    ("deadline", 0), ("deadline", 86401), ("deadline", "3 min"), ("deadline", float("inf")),
 ])
 def test_invalid_download_params_fail_fast_with_a_one_line_message(key, value):
     with pytest.raises(ValueError) as err:

@@ -27,7 +27,7 @@ from landmarks.evaluation import (
     confusion_matrix, embed_dataset, expected_calibration_error, global_average_precision, macro_f1,
     per_class_metrics, summarize, topk_accuracy,
 )
-from landmarks.imageio import sha256_file
+from landmarks.files import sha256_file
 from landmarks.inference import SplitResult
 from landmarks.models import EmbeddingNet
 from landmarks.openset import Tagger

@@ -16,7 +16,7 @@ from landmarks.export import (
     FORBIDDEN_MODULES, build_predictor, check_in_fresh_process, export_predictor,
     load_predictor_bytes, max_difference, predictor_bytes,
 )
-from landmarks.imageio import sha256_file
+from landmarks.files import sha256_file
 from landmarks.models import build_model, split_at_last_linear
 from landmarks.openset import Tagger, build_tagger, gallery_record
 from landmarks.transforms import preprocess_config, preprocess_uint8

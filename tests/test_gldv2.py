@@ -5,17 +5,19 @@ import csv
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from landmarks.download import FetchError, fetch_file
+from landmarks.fetch import fetch_file
 from landmarks.folder import image_id, scan_folder
 from landmarks.gldv2 import category_name, is_valid_id, read_categories, read_train_csv
+from landmarks.http import FetchError
 from landmarks.select import select_classes
-from tests.faultserver import Cut, FaultServer, Respond, make_jpeg
+from tests.faultserver import Cut, Drip, FaultServer, Respond, make_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
 # CI runs in a fresh clone with shared/ beside it; never an absolute path.
@@ -113,12 +115,13 @@ def test_header_only_and_missing_columns(tmp_path):
 
 DATA = b"id,url,landmark_id\n" + b"".join(b"%016x,https://example.org/%d.jpg,%d\n" % (i, i, i % 7) for i in range(5000))
 SHA = hashlib.sha256(DATA).hexdigest()
+AGENT = "landmarks-tests/1.0 (tests@example.com)"
 
 
 def test_fetch_resumes_a_transfer_cut_midway(tmp_path):
     with FaultServer() as server:
         url = server.route("/train.csv", Cut(DATA, at=len(DATA) // 3), Respond(body=DATA, content_type="text/csv"))
-        record = fetch_file(url, tmp_path / "train.csv", backoff=0.01, progress=False)
+        record = fetch_file(url, tmp_path / "train.csv", backoff=0.01, user_agent=AGENT, progress=False)
         ranges = [h.get("Range") for _, h in server.requests]
     assert record == {"url": url, "size": len(DATA), "sha256": SHA}
     assert (tmp_path / "train.csv").read_bytes() == DATA
@@ -131,10 +134,10 @@ def test_fetch_resumes_after_the_previous_run_was_killed(tmp_path):
     with FaultServer() as server:
         url = server.route("/train.csv", Cut(DATA, at=1000), Respond(body=DATA, content_type="text/csv"))
         with pytest.raises(FetchError):
-            fetch_file(url, tmp_path / "raw" / "train.csv", partial_dir=partial, max_retries=0, progress=False)
+            fetch_file(url, tmp_path / "raw" / "train.csv", partial_dir=partial, max_retries=0, user_agent=AGENT, progress=False)
         assert not (tmp_path / "raw" / "train.csv").exists()  # never a partial file under the final name
         assert (partial / "train.csv.part").stat().st_size == 1000
-        record = fetch_file(url, tmp_path / "raw" / "train.csv", partial_dir=partial, progress=False)
+        record = fetch_file(url, tmp_path / "raw" / "train.csv", partial_dir=partial, user_agent=AGENT, progress=False)
         assert server.requests[-1][1]["Range"] == "bytes=1000-"
     assert record["sha256"] == SHA and (tmp_path / "raw" / "train.csv").read_bytes() == DATA
 
@@ -142,7 +145,7 @@ def test_fetch_resumes_after_the_previous_run_was_killed(tmp_path):
 def test_fetch_restarts_when_the_server_ignores_range(tmp_path):
     with FaultServer() as server:
         url = server.route("/t.csv", Cut(DATA, at=500), Respond(body=DATA, ranges=False))
-        record = fetch_file(url, tmp_path / "t.csv", backoff=0.01, progress=False)
+        record = fetch_file(url, tmp_path / "t.csv", backoff=0.01, user_agent=AGENT, progress=False)
     assert record["sha256"] == SHA and record["size"] == len(DATA)
 
 
@@ -150,7 +153,7 @@ def test_fetch_finishes_when_the_part_is_already_complete(tmp_path):
     (tmp_path / "t.csv.part").write_bytes(DATA)
     with FaultServer() as server:
         url = server.route("/t.csv", Respond(body=DATA))
-        record = fetch_file(url, tmp_path / "t.csv", progress=False)
+        record = fetch_file(url, tmp_path / "t.csv", user_agent=AGENT, progress=False)
     assert record["sha256"] == SHA and server.requests[0][1]["Range"] == f"bytes={len(DATA)}-"
 
 
@@ -158,18 +161,49 @@ def test_fetch_checks_sha256_and_reports_http_errors(tmp_path):
     with FaultServer() as server:
         url = server.route("/t.csv", Respond(body=DATA))
         with pytest.raises(FetchError, match="sha256_mismatch"):
-            fetch_file(url, tmp_path / "t.csv", expected_sha256="0" * 64, progress=False)
+            fetch_file(url, tmp_path / "t.csv", expected_sha256="0" * 64, user_agent=AGENT, progress=False)
         assert not (tmp_path / "t.csv").exists()
         with pytest.raises(FetchError, match="http_404"):
-            fetch_file(server.url("/nothing.csv"), tmp_path / "n.csv", progress=False)
+            fetch_file(server.url("/nothing.csv"), tmp_path / "n.csv", user_agent=AGENT, progress=False)
 
 
 def test_fetch_copies_a_file_url(tmp_path):
     src = tmp_path / "mirror" / "train.csv"
     src.parent.mkdir()
     src.write_bytes(DATA)
-    record = fetch_file(src.as_uri(), tmp_path / "out" / "train.csv", progress=False)
+    record = fetch_file(src.as_uri(), tmp_path / "out" / "train.csv", user_agent=AGENT, progress=False)
     assert record["sha256"] == SHA and (tmp_path / "out" / "train.csv").read_bytes() == DATA
+
+
+def test_fetch_gives_up_on_a_server_that_only_drips(tmp_path):
+    partial = tmp_path / "partial"
+    with FaultServer() as server:
+        url = server.route("/t.csv", Drip(DATA, step=50, interval=0.1))  # 500 B/s: ~8 minutes for DATA
+        start = time.monotonic()
+        with pytest.raises(FetchError, match="stalled"):
+            fetch_file(url, tmp_path / "t.csv", partial_dir=partial, user_agent=AGENT, max_retries=2, backoff=0.01,
+                       stall_bytes=10_000, stall_seconds=0.5, progress=False)
+        elapsed = time.monotonic() - start
+        ranges = [h.get("Range") for _, h in server.requests]
+    # Each attempt is abandoned after one window; a trickle is not progress, so max_retries bounds them.
+    assert len(ranges) == 3 and elapsed < 3 * 0.5 + 3
+    kept = (partial / "t.csv.part").stat().st_size
+    resumed_at = [int(r[len("bytes="):-1]) for r in ranges[1:]]
+    assert ranges[0] is None and 0 < resumed_at[0] < resumed_at[1] < kept < 10_000  # each retry resumed the part
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_fetch_keeps_going_while_each_attempt_brings_real_progress(tmp_path):
+    with FaultServer() as server:
+        # 100 kB at once, then a trickle: every attempt stalls, but only after real progress.
+        url = server.route("/t.csv", Drip(DATA, head=100_000, step=50, interval=0.1))
+        record = fetch_file(url, tmp_path / "t.csv", user_agent=AGENT, max_retries=1, backoff=0.01,
+                            stall_bytes=10_000, stall_seconds=0.3, progress=False)
+        ranges = [h.get("Range") for _, h in server.requests]
+    assert record["sha256"] == SHA and (tmp_path / "t.csv").read_bytes() == DATA
+    assert len(ranges) >= 3 and ranges[0] is None  # more attempts than max_retries + 1: each one resumed
+    resumed_at = [int(r[len("bytes="):-1]) for r in ranges[1:]]
+    assert resumed_at == sorted(set(resumed_at)) and resumed_at[0] >= 100_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,13 +270,22 @@ def test_fetch_csv_gldv2_mode_downloads_and_records_the_metadata(tmp_path, monke
     with FaultServer() as server:
         train_url = server.route("/train.csv", Cut(DATA, at=3000), Respond(body=DATA))
         cat_url = server.route("/cats.csv", Respond(body=cats))
-        raw = run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "gldv2": {
+        raw = run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "download": {"user_agent": AGENT}, "gldv2": {
             "metadata_url": train_url, "category_url": cat_url, "distractor_shards": 0}})
+        agents = [headers.get("User-Agent") for _, headers in server.requests]
+    assert agents == [AGENT] * 3  # the cut train.csv, its resumption and the categories: all name us as configured
     manifest = json.loads((raw / "manifest.json").read_text())
     assert manifest["files"]["train.csv"] == {"source": train_url, "size": len(DATA), "sha256": SHA}
     assert manifest["files"]["label_to_category.csv"]["sha256"] == hashlib.sha256(cats).hexdigest()
     assert (raw / "train.csv").read_bytes() == DATA
     assert not (tmp_path / "data" / "raw.partial").exists()
+
+
+@pytest.mark.parametrize("agent", ["", "two\nlines", None])
+def test_fetch_csv_rejects_a_bad_user_agent_before_any_request(tmp_path, monkeypatch, agent):
+    with pytest.raises(SystemExit, match=r"^error: download.user_agent=.* is not valid; use a non-empty one-line string"):
+        run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "download": {"user_agent": agent},
+                                              "gldv2": {"metadata_url": "http://127.0.0.1:9/train.csv"}})
 
 
 def test_fetch_csv_rejects_a_bad_metadata_url(tmp_path, monkeypatch):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from landmarks import download
 from landmarks import gldv2_distractors as gd
+from landmarks import http as landmarks_http
 from landmarks.gldv2 import DISTRACTOR_COLUMNS
 from tests.faultserver import Cut, FaultServer, Respond, make_jpeg
 from tests.test_gldv2 import run_fetch_csv
@@ -88,7 +88,7 @@ def solution_csv(shards: list[Shard]) -> bytes:
 @pytest.fixture
 def no_backoff(monkeypatch):
     """Retries without the real backoff's sleeps: the tests stay fast, the code paths are the same."""
-    monkeypatch.setattr(download, "backoff_delay", lambda *a, **k: 0.0)
+    monkeypatch.setattr(landmarks_http, "backoff_delay", lambda *a, **k: 0.0)
 
 
 @pytest.fixture
@@ -131,10 +131,14 @@ def check_distractors(raw: Path, shards: list[Shard]) -> pd.DataFrame:
 
 
 def test_keeps_exactly_the_non_landmark_photos_of_the_shards_asked_for(tmp_path, monkeypatch, shards, capsys):
+    agent = "distractor-tests/1.0 (tests@example.com)"
     with FaultServer() as server:
-        raw = run(tmp_path, monkeypatch, {**serve(server, shards), "distractor_shards": 1})
+        raw = run_fetch_csv(tmp_path, monkeypatch, {"dataset": "gldv2", "download": {"user_agent": agent},
+                                                    "gldv2": {**serve(server, shards), "distractor_shards": 1}})
         assert server.count("/test/images_000.tar") == 1
         assert server.count("/test/images_001.tar") == 0  # only as many shards as the param asks for
+        # metadata, solution and shard requests all name us as params.yaml says
+        assert {h.get("User-Agent") for _, h in server.requests} == {agent} and len(server.requests) == 4
     check_distractors(raw, shards[:1])
     # Nothing was written anywhere else: not by traversal, not by absolute names, no tar left over.
     outputs = {"train.csv", "label_to_category.csv", "recognition_solution.csv", "distractors.csv", "manifest.json"}

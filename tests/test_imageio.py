@@ -1,39 +1,19 @@
-"""Shared image decoding and atomic writes."""
+"""Shared image decoding."""
 from __future__ import annotations
 
 import io
-import os
-import stat
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from landmarks.imageio import ImageError, atomic_write_bytes, decode_image, encode_jpeg, resize_shorter
+from landmarks.imageio import ImageError, decode_image, encode_jpeg, resize_shorter
 
 
 def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def test_atomic_write_gives_the_file_the_umask_mode_not_owner_only(tmp_path) -> None:
-    # The mode is derived from the umask at import, so check it in a process started with umask 022.
-    target = tmp_path / "a" / "f.bin"
-    code = f"from landmarks.imageio import atomic_write_bytes; atomic_write_bytes({str(target)!r}, b'x')"
-    subprocess.run([sys.executable, "-c", code], check=True, preexec_fn=lambda: os.umask(0o022))
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
-    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]
-
-
-def test_atomic_write_replaces_the_whole_file(tmp_path) -> None:
-    target = tmp_path / "f.bin"
-    atomic_write_bytes(target, b"old contents")
-    atomic_write_bytes(target, b"new")
-    assert target.read_bytes() == b"new"
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK", "I;16", "P", "LA"])

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from landmarks.imageio import atomic_write_bytes
+from landmarks.files import atomic_write_bytes
 from landmarks.synthetic.distractors import SCENE_TYPES, render_distractor_jpeg
 from landmarks.synthetic.kinds import KINDS, LANDMARK_NAMES
 from landmarks.synthetic.scene import MIN_IMAGE_SIZE, render_jpeg

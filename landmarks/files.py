@@ -1,0 +1,67 @@
+"""Files that appear whole or not at all.
+
+Everything the project writes for others to read (stored images, checkpoints, reports, fetched
+metadata) comes into place here, so a crash, even SIGKILL, leaves the old file or the new one,
+never a partial one under the final name:
+- `atomic_write_bytes`: bytes in memory -> a temp file beside the target, then a rename;
+- `publish`: a finished temp or `.part` file -> its final name: a rename, or across file systems
+  a copy to a temp file beside the target and then a rename;
+- `sha256_file`: the hash that manifests record.
+Temp files are named `.<name>.XXXXXXXX.tmp` in the target's folder, so cleaners can recognise them.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+# mkstemp creates files readable by the owner only; written files should get the usual umask mode.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+COPY_BUFFER = 2**20
+
+
+def _write_beside(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create `path` from what `write(f)` writes into a temp file in the same folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder and a rename."""
+    _write_beside(Path(path), lambda f: f.write(data))
+
+
+def publish(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Move the complete file `src` to `dest` atomically, also when they are on different file
+    systems (a `.part` in a partial folder on another mount): then via a temp copy beside `dest`."""
+    src, dest = Path(src), Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError:  # EXDEV: a rename cannot cross file systems
+        with open(src, "rb") as source:
+            _write_beside(dest, lambda f: shutil.copyfileobj(source, f, COPY_BUFFER))
+        src.unlink()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 4 * 2**20) -> str:
+    """Hex sha256 of a file, read in chunks (big metadata files and checkpoints alike)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
