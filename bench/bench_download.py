@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import requests
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.faultserver when run as a script
 
-from landmarks.download import DownloadConfig, download_images  # noqa: E402
+from landmarks.download import download_images  # noqa: E402
+from landmarks.params import load_params  # noqa: E402
 from tests.faultserver import FaultServer, Respond, make_jpeg  # noqa: E402
 
 LATENCY = 0.05
@@ -53,8 +53,7 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=200, help="how many the sequential loop fetches")
     args = parser.parse_args()
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    cfg = DownloadConfig.from_params(params["download"])
+    cfg = load_params(REPO / "params.yaml").download
     distinct = make_images(100)  # served under many URLs: the content is not what is measured
     sizes = [len(b) for b in distinct]
     server = FaultServer(latency=LATENCY)

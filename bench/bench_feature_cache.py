@@ -1,7 +1,7 @@
 """Epoch time of frozen-backbone training with and without the feature cache.
 
 Runs the real entry point, `train_classifier`, twice on the same generated JPEGs: pretrained
-efficientnet_lite0, freeze "all", 128 px, once with `TrainConfig(cache_features=True)` and once
+efficientnet_lite0, freeze "all", 128 px, once with `TrainSpec(cache_features=True)` and once
 with False; everything else equal, including augment "none" for both (the cache always sees
 un-augmented images, so this isolates the cache itself). Timers wrap the loop functions fit calls,
 so what is measured is exactly:
@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import landmarks.train as train  # noqa: E402
+from landmarks.train_spec import TrainSpec  # noqa: E402
 from tests.conftest import make_image_tree  # noqa: E402
 
 STORED_SIZE = 320  # params download.image_size: the shorter side of every stored image
@@ -87,15 +88,15 @@ def main() -> None:
         print(f"efficientnet_lite0, pretrained, freeze=all, 128 px, augment=none, batch 32, {args.epochs} epochs; "
               f"{n_train} train / {n_val} val generated {STORED_SIZE}px JPEGs; {torch.get_num_threads()} threads", flush=True)
         for cache in (False, True):
-            config = train.TrainConfig(epochs=args.epochs, batch_size=32, optimizer="adamw", lr=0.003, weight_decay=0.01,
-                                       scheduler="cosine", device="auto", num_workers="auto", seed=42, cache_features=cache)
+            spec = TrainSpec(arch="efficientnet_lite0", pretrained=True, freeze="all", dropout=0.2, image_size=128,
+                             crop_fraction=0.875, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), augment="none",
+                             epochs=args.epochs, batch_size=32, optimizer="adamw", lr=0.003, backbone_lr=None, momentum=0.9,
+                             weight_decay=0.01, scheduler="cosine", warmup_epochs=0.0, step_size=7, gamma=0.1,
+                             label_smoothing=0.0, device="auto", num_workers="auto", seed=42, cache_features=cache)
             with timing(("train_one_epoch", "evaluate", "extract_features")) as times:
                 wall, cpu = time.perf_counter(), time.process_time()
-                train.train_classifier(
-                    arch="efficientnet_lite0", arch_kwargs={"pretrained": True, "freeze": "all", "dropout": 0.2},
-                    splits_dir=splits, images_dir=Path(tmp) / "images", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
-                    image_size=128, augment="none", config=config, out_path=Path(tmp) / f"cache{cache}.pt",
-                )
+                train.train_classifier(spec, splits_dir=splits, images_dir=Path(tmp) / "images",
+                                       out_path=Path(tmp) / f"cache{cache}.pt")
                 total = (time.perf_counter() - wall, time.process_time() - cpu)
             epochs = [(t[0] + v[0], t[1] + v[1]) for t, v in zip(times["train_one_epoch"], times["evaluate"], strict=True)]
             results[cache] = {

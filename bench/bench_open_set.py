@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from sklearn.metrics import roc_auc_score
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from landmarks.assessment import DISTRACTORS, UNKNOWN_LANDMARKS, TaggingParams, negatives  # noqa: E402
+from landmarks.assessment import DISTRACTORS, UNKNOWN_LANDMARKS, negatives  # noqa: E402
+from landmarks.params import load_params  # noqa: E402
 from landmarks.checkpoint import load_checkpoint  # noqa: E402
 from landmarks.data import read_split  # noqa: E402
 from landmarks.inference import SplitResult, run_split  # noqa: E402
@@ -65,20 +66,19 @@ def main() -> None:
     if not Path(args.model).is_file():
         print(f"skipped: {args.model} not found; run `make repro` (or pass --model) first")
         return
-    params = yaml.safe_load(Path(args.params).read_text())
+    base = load_params(args.params).tagging
     model, ckpt = load_checkpoint(args.model)
     tagger = build_tagger(model, ckpt, score="knn", k=3)
     ids = [c["landmark_id"] for c in ckpt["classes"]]
     val, test = (run_split(tagger, read_split(args.splits, s), args.images, ids, ckpt["preprocess"], batch_size=32,
                            device="cpu", desc=s) for s in ("val", "test"))
-    base = TaggingParams(**params["tagging"])
     print(f"{args.model}: {len(ckpt['classes'])} classes; test: {int(test.known.sum())} known photos, "
           f"{int((~test.known).sum())} distractors; threshold for precision {base.precision}, "
           f"max false-tag rate {base.max_false_tag_rate}")
     print(f"{'score':<9}{'AUROC distr':>12}{'AUROC unkn':>11}{'coverage':>10}{'distr tagged':>13}{'unkn tagged':>12}")
     for name, (method, k) in METHODS.items():
         v, t = rescore(val, tagger, method, k), rescore(test, tagger, method, k)
-        p = TaggingParams(**{**params["tagging"], "score": "knn" if method == "energy" else method, "neighbours": k})
+        p = replace(base, score="knn" if method == "energy" else method, neighbours=k)
         tagger.score, tagger.k = ("msp", 1) if method == "energy" else (method, k)
         neg_v, neg_t = negatives(v, tagger, p), negatives(t, tagger, p)
         if method == "energy":  # hidden-class energy: logsumexp without the hidden logit

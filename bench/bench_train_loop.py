@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,12 +28,12 @@ sys.path.insert(0, str(REPO))
 
 from landmarks.data import LandmarkDataset, read_classes  # noqa: E402
 from landmarks.models import build_model  # noqa: E402
-from landmarks.train import (  # noqa: E402
-    autocast_for, build_optimizer, build_scheduler, make_loader, param_groups, resolve_num_workers, select_device,
-    train_one_epoch,
-)
-from landmarks.transforms import preprocess_config, train_transform  # noqa: E402
-from stages.train_common import train_config  # noqa: E402
+from landmarks.devices import autocast_for, make_loader, resolve_num_workers, select_device  # noqa: E402
+from landmarks.optim import build_optimizer, build_scheduler, param_groups  # noqa: E402
+from landmarks.params import load_params  # noqa: E402
+from landmarks.train import train_one_epoch  # noqa: E402
+from landmarks.train_spec import for_scratch  # noqa: E402
+from landmarks.transforms import train_transform  # noqa: E402
 from tests.conftest import make_image_tree  # noqa: E402
 
 STORED_SIZE = 320  # params download.image_size: the shorter side of every stored image
@@ -74,9 +73,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds; each times both loops twice")
     args = parser.parse_args()
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    p = params["train_scratch"]
-    config = train_config(p, seed=params["seed"], stage="train_scratch")
+    params = load_params(REPO / "params.yaml")
+    config = for_scratch(params.train_scratch, seed=params.seed, stats={"mean": [0.45] * 3, "std": [0.25] * 3})
     device = select_device(config.device)
     workers = resolve_num_workers(config.num_workers, device)
     num_classes = 12
@@ -85,13 +83,12 @@ def main() -> None:
         tree = make_image_tree(Path(tmp), num_classes=num_classes, per_class=-(-args.images // num_classes), size=STORED_SIZE)
         frame = pd.read_csv(tree["selected"], dtype={"id": str}).head(args.images)
         class_ids = [c["landmark_id"] for c in read_classes(tree["classes"].parent)]
-        preprocess = preprocess_config(image_size=p["image_size"], mean=[0.45, 0.45, 0.45], std=[0.25, 0.25, 0.25])
-        dataset = LandmarkDataset(frame, tree["images"], class_ids, train_transform(**preprocess, augment=p["augment"]))
+        dataset = LandmarkDataset(frame, tree["images"], class_ids, train_transform(**config.preprocess, augment=config.augment))
         loader = make_loader(dataset, batch_size=config.batch_size, train=True, seed=config.seed,
                              num_workers=workers, device=device)
 
         torch.manual_seed(config.seed)
-        model = build_model(p["arch"], num_classes=num_classes, dropout=p["dropout"], image_size=p["image_size"]).to(device)
+        model = build_model(config.arch, num_classes=num_classes, **config.arch_kwargs).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(param_groups(model, lr=config.lr, backbone_lr=config.backbone_lr), name=config.optimizer,
@@ -105,7 +102,7 @@ def main() -> None:
             "ours": lambda: train_one_epoch(model, loader, optimizer, scheduler, criterion, device, desc="ours", show=True),
             "bare": lambda: bare_epoch(model, loader, optimizer, scheduler, criterion, device),
         }
-        print(f"{p['arch']} at {p['image_size']} px, augment={p['augment']}, batch {config.batch_size}, "
+        print(f"{config.arch} at {config.image_size} px, augment={config.augment}, batch {config.batch_size}, "
               f"{config.optimizer}/{config.scheduler}, {workers} loader workers, {torch.get_num_threads()} threads, "
               f"device {device}; {len(dataset)} generated {STORED_SIZE}px JPEGs = {len(loader)} steps per epoch", flush=True)
         for name, fn in loops.items():  # warm-up: allocator, kernels, page cache

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,40 +9,12 @@ import torch
 
 from landmarks.evaluation import global_average_precision, summarize
 from landmarks.inference import SplitResult
-from landmarks.openset import SCORES, Tagger, simulated_unknown_scores
+from landmarks.openset import Tagger, simulated_unknown_scores
+from landmarks.params import TaggingParams
 from landmarks.tagging import ThresholdChoice, choose_threshold, false_tag_rate, tag_metrics
 
 DISTRACTORS = "distractors"
 UNKNOWN_LANDMARKS = "unknown_landmarks"
-
-
-@dataclass(frozen=True)
-class TaggingParams:
-    """params.yaml's `tagging` section: how the tagging decision is made and chosen."""
-
-    precision: float = 0.95
-    max_false_tag_rate: float = 0.02
-    score: str = "knn"
-    neighbours: int = 3
-    held_out_classes: bool = True
-
-    def __post_init__(self) -> None:
-        def bad(key: str, allowed: str) -> ValueError:
-            return ValueError(f"tagging.{key}={getattr(self, key)!r} is not valid; {allowed}")
-
-        def number(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-
-        if not number(self.precision) or not 0 < self.precision <= 1:
-            raise bad("precision", "use a number in (0, 1]")
-        if not number(self.max_false_tag_rate) or not 0 <= self.max_false_tag_rate <= 1:
-            raise bad("max_false_tag_rate", "use a number in [0, 1]")
-        if self.score not in SCORES:
-            raise bad("score", f"choose one of: {', '.join(SCORES)}")
-        if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 1:
-            raise bad("neighbours", "use an integer >= 1")
-        if not isinstance(self.held_out_classes, bool):
-            raise bad("held_out_classes", "use true or false")
 
 
 def negatives(result: SplitResult, tagger: Tagger, params: TaggingParams) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -29,22 +29,20 @@ from tqdm import tqdm
 from landmarks.files import atomic_write_bytes
 from landmarks.gldv2 import NO_LANDMARK_ID, image_path, is_valid_id
 from landmarks.http import (
-    DEFAULT_USER_AGENT,
     MAX_BACKOFF,
     MAX_REDIRECTS,
     REQUEST_ERRORS,
-    USER_AGENT_RULE,
     Deadline,
     FetchError,
     check_status,
     file_url_path,
-    is_valid_user_agent,
     iter_body,
     make_session,
     request_error,
     retry,
 )
-from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image, encode_jpeg, resize_shorter
+from landmarks.imageio import ImageError, decode_image, encode_jpeg, resize_shorter
+from landmarks.params import DownloadParams
 
 FAILURE_COLUMNS = ("id", "url", "landmark_id", "reason")
 # Redirects may only lead to the web: a `file://` or `ftp://` Location from a remote server must
@@ -54,70 +52,14 @@ REDIRECT_SCHEMES = ("http", "https")
 DISTRACTOR_SCHEMES = ("http", "https", "file")
 
 
-@dataclass(frozen=True)
-class DownloadConfig:
-    """Settings of the image downloader (params.yaml's `download` section plus the allowed schemes)."""
-
-    workers: int = 32
-    image_size: int = 320
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    deadline: float = 180.0  # seconds for the whole of one image, retries and waits included
-    max_retries: int = 5
-    backoff: float = 1.0
-    max_backoff: float = MAX_BACKOFF
-    max_bytes: int = 50 * 2**20
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_redirects: int = MAX_REDIRECTS
-    user_agent: str = DEFAULT_USER_AGENT
-    allowed_schemes: tuple[str, ...] = ("http", "https")
-
-    def __post_init__(self) -> None:
-        def bad(name: str, allowed: str) -> ValueError:
-            return ValueError(f"download.{name}={getattr(self, name)!r} is not valid; use {allowed}")
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # v == v: not NaN
-
-        for name, low in (("workers", 1), ("image_size", 16), ("max_bytes", 1), ("max_pixels", 1),
-                          ("max_retries", 0), ("max_redirects", 0)):
-            if not is_int(getattr(self, name)) or getattr(self, name) < low:
-                raise bad(name, f"an integer >= {low}")
-        for name in ("connect_timeout", "read_timeout"):
-            if not is_num(getattr(self, name)) or not 0 < getattr(self, name) <= 3600:
-                raise bad(name, "a number of seconds in (0, 3600]")
-        if not is_num(self.deadline) or not 0 < self.deadline <= 86400:
-            raise bad("deadline", "a number of seconds in (0, 86400]")
-        for name in ("backoff", "max_backoff"):
-            if not is_num(getattr(self, name)) or not 0 <= getattr(self, name) <= 3600:
-                raise bad(name, "a number of seconds in [0, 3600]")
-        if not is_valid_user_agent(self.user_agent):
-            raise bad("user_agent", USER_AGENT_RULE)
-        unknown = set(self.allowed_schemes) - {"http", "https", "file"}
-        if unknown:
-            raise ValueError(f"allowed_schemes={self.allowed_schemes!r} is not valid; use http, https, file")
-
-    @classmethod
-    def from_params(cls, section: dict[str, Any], **overrides: Any) -> DownloadConfig:
-        """Build from params.yaml's `download` section; an unknown key is an error (likely a typo)."""
-        known = {f.name for f in fields(cls)} - {"allowed_schemes"}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"download.{unknown[0]} is not a known setting; known: {', '.join(sorted(known))}")
-        return cls(**{**section, **overrides})
-
-
 # ---------------------------------------------------------------------------------------------
 # One image
 
 
-def _get_once(session: requests.Session, url: str, cfg: DownloadConfig, deadline: Deadline) -> bytearray:
-    """One attempt: GET `url` following at most cfg.max_redirects http(s) redirects, read at most
+def _get_once(session: requests.Session, url: str, cfg: DownloadParams, deadline: Deadline) -> bytearray:
+    """One attempt: GET `url` following at most MAX_REDIRECTS http(s) redirects, read at most
     max_bytes, all before `deadline`."""
-    for _ in range(cfg.max_redirects + 1):
+    for _ in range(MAX_REDIRECTS + 1):
         timeout = deadline.timeouts(cfg.connect_timeout, cfg.read_timeout)
         try:
             resp = session.get(url, stream=True, allow_redirects=False, timeout=timeout)
@@ -139,7 +81,7 @@ def _get_once(session: requests.Session, url: str, cfg: DownloadConfig, deadline
             if length.isdigit() and int(length) > cfg.max_bytes:
                 raise FetchError("max_bytes_exceeded", f"Content-Length {length} > {cfg.max_bytes}")
             return _read_body(iter_body(resp, deadline, timeout[1]), cfg.max_bytes)
-    raise FetchError("too_many_redirects", f"more than {cfg.max_redirects}")
+    raise FetchError("too_many_redirects", f"more than {MAX_REDIRECTS}")
 
 
 def _read_body(chunks: Iterator[bytes], max_bytes: int) -> bytearray:
@@ -152,18 +94,18 @@ def _read_body(chunks: Iterator[bytes], max_bytes: int) -> bytearray:
     return data
 
 
-def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadConfig,
-                      schemes: tuple[str, ...] | None = None) -> bytearray:
-    """The bytes behind `url` (http, https or file, as `schemes`, default cfg.allowed_schemes, permit),
-    with retries, all within cfg.deadline seconds."""
+def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadParams, schemes: tuple[str, ...],
+                      max_backoff: float = MAX_BACKOFF) -> bytearray:
+    """The bytes behind `url` (http, https or file, as `schemes` permit), with retries (no wait longer than
+    `max_backoff`, Retry-After included), all within cfg.deadline seconds."""
     scheme = urlsplit(url).scheme.lower()
-    if scheme not in (schemes or cfg.allowed_schemes):
+    if scheme not in schemes:
         raise FetchError("disallowed_scheme", scheme or "(none)")
     if scheme == "file":
         return read_local_file(url, cfg.max_bytes)
     deadline = Deadline(cfg.deadline)
     return retry(lambda: _get_once(session, url, cfg, deadline), max_retries=cfg.max_retries,
-                 backoff=cfg.backoff, max_backoff=cfg.max_backoff, deadline=deadline)
+                 backoff=cfg.backoff, max_backoff=max_backoff, deadline=deadline)
 
 
 def read_local_file(url: str, max_bytes: int) -> bytearray:
@@ -180,14 +122,14 @@ def read_local_file(url: str, max_bytes: int) -> bytearray:
         raise FetchError("unreadable", f"{path}: {e}") from e
 
 
-def download_one(session: requests.Session, url: str, target: Path, cfg: DownloadConfig,
-                 schemes: tuple[str, ...] | None = None) -> str | None:
+def download_one(session: requests.Session, url: str, target: Path, cfg: DownloadParams,
+                 schemes: tuple[str, ...], max_backoff: float = MAX_BACKOFF) -> str | None:
     """Fetch, validate, resize and store one image. Returns None on success, else the failure reason.
 
     Errors writing `target` (disk full, permissions) are not bad data and propagate.
     """
     try:
-        data = fetch_image_bytes(session, url, cfg, schemes)
+        data = fetch_image_bytes(session, url, cfg, schemes, max_backoff)
         # One full decode: validates the content, applies the pixel limit and EXIF orientation;
         # draft_size lets libjpeg decode big photos at a reduced scale directly.
         img = decode_image(data, max_pixels=cfg.max_pixels, draft_size=cfg.image_size)
@@ -308,33 +250,39 @@ def plan_rows(rows: pd.DataFrame, images_dir: Path, allowed_schemes: tuple[str, 
 def download_images(
     rows: pd.DataFrame,
     images_dir: Path,
-    cfg: DownloadConfig,
+    cfg: DownloadParams,
     *,
+    allowed_schemes: tuple[str, ...] = ("http", "https"),
+    max_backoff: float = MAX_BACKOFF,
     progress: bool = True,
     session: requests.Session | None = None,
 ) -> DownloadResult:
     """Make every row of `rows` (id, url, landmark_id) an image under `images_dir` or a failure.
 
+    Landmark rows may use `allowed_schemes` (the dataset's), distractor rows DISTRACTOR_SCHEMES.
     Files already at their target are kept (atomic writes mean they are complete); files in
     `images_dir` that no row targets are deleted first.
     """
     images_dir = Path(images_dir)
     rows = rows.reset_index(drop=True)
-    targets, reasons = plan_rows(rows, images_dir, cfg.allowed_schemes)
+    unknown = set(allowed_schemes) - set(DISTRACTOR_SCHEMES)
+    if unknown:
+        raise ValueError(f"allowed_schemes={allowed_schemes!r} is not valid; use http, https, file")
+    targets, reasons = plan_rows(rows, images_dir, allowed_schemes)
     removed = prune_images(images_dir, {t for t in targets if t is not None})
     present = [t is not None and t.is_file() for t in targets]
     todo = [i for i, t in enumerate(targets) if t is not None and not present[i]]
 
-    session = session or make_session(cfg.user_agent, cfg.workers, cfg.max_redirects)
+    session = session or make_session(cfg.user_agent, cfg.workers, MAX_REDIRECTS)
     urls = rows["url"].tolist()
-    schemes = [row_schemes(_parse_landmark_id(v), cfg.allowed_schemes) for v in rows["landmark_id"]]
+    schemes = [row_schemes(_parse_landmark_id(v), allowed_schemes) for v in rows["landmark_id"]]
     failed = sum(r is not None for r in reasons)
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo) - failed, unit="img", desc="download",
                disable=not progress, smoothing=0.05, dynamic_ncols=True)
     bar.set_postfix(failed=failed, refresh=False)
     downloaded = 0
     try:
-        for i, reason in _run_parallel(todo, lambda i: download_one(session, urls[i], targets[i], cfg, schemes[i]), cfg.workers):
+        for i, reason in _run_parallel(todo, lambda i: download_one(session, urls[i], targets[i], cfg, schemes[i], max_backoff), cfg.workers):
             reasons[i] = reason
             if reason is None:
                 downloaded += 1

@@ -98,7 +98,8 @@ def plot_mistakes(name: str, result: SplitResult, shown: list[str], threshold: f
 def plot_train_batch(ckpt: dict[str, Any], splits: str | os.PathLike, images: str | os.PathLike, path: Path) -> str:
     """A de-normalised grid of augmented training images, as the model saw them; returns the augmentation shown."""
     pre = ckpt["preprocess"]
-    augment = (ckpt.get("params") or {}).get("augment", "none")
+    record = ckpt.get("params") or {}
+    augment = record.get("augment_used", record.get("augment", "none"))
     if augment not in AUGMENT_PRESETS:
         augment = "none"
     transform = train_transform(**pre, augment=augment)

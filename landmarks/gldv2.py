@@ -15,7 +15,8 @@ from urllib.parse import unquote
 
 import pandas as pd
 
-DATASETS = ("synthetic", "gldv2", "folder")
+from landmarks.params import DATASETS
+
 TRAIN_COLUMNS = ("id", "url", "landmark_id")
 CATEGORY_COLUMNS = ("landmark_id", "category")
 # Distractors: photos that show no landmark of the class list (GLDv2's non-landmark test images,

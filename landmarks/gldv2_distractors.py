@@ -32,13 +32,12 @@ from landmarks.fetch import fetch_file
 from landmarks.files import atomic_write_bytes, sha256_file
 from landmarks.gldv2 import DISTRACTOR_COLUMNS, is_valid_id
 from landmarks.http import FetchError, file_url_path
+from landmarks.params import NUM_TEST_SHARDS
 
 SOLUTION_COLUMNS = ("id", "landmarks")
-NUM_SHARDS = 20  # test/images_000.tar .. images_019.tar
 # Per-member limit, as download.max_bytes for single images (fetch_csv reads only
 # download.user_agent, so that changing the image settings does not re-fetch the metadata).
 MAX_MEMBER_BYTES = 50 * 2**20
-URL_SCHEMES = ("http://", "https://", "file://")
 
 # Why a member of a shard was not kept (keys of ShardStats.skipped, in log order).
 SKIP_REASONS = {
@@ -64,32 +63,9 @@ class DistractorSource:
     shard_urls: tuple[str, ...]
 
 
-def _check_url(key: str, url: Any) -> str:
-    if not isinstance(url, str) or not url.lower().startswith(URL_SCHEMES) or not url.isprintable():
-        raise ValueError(f"gldv2.{key}={url!r} is not valid; use an http://, https:// or file:// URL")
-    return url
-
-
-def check_params(gldv2: dict[str, Any]) -> DistractorSource:
-    """Validate gldv2.distractor_shards, solution_url and test_shard_url; ValueError names the param."""
-    shards = gldv2.get("distractor_shards")
-    if not isinstance(shards, int) or isinstance(shards, bool) or not 0 <= shards <= NUM_SHARDS:
-        raise ValueError(f"gldv2.distractor_shards={shards!r} is not valid; use an integer from 0 to {NUM_SHARDS} "
-                         "(test shards to fetch; 0: no distractors)")
-    solution_url = _check_url("solution_url", gldv2.get("solution_url"))
-    template = _check_url("test_shard_url", gldv2.get("test_shard_url"))
-    if "{shard" not in template:
-        raise ValueError(f"gldv2.test_shard_url={template!r} is not valid; it must contain {{shard}} "
-                         "(e.g. .../test/images_{shard:03d}.tar)")
-    try:
-        urls = tuple(template.format(shard=i) for i in range(NUM_SHARDS))
-    except (KeyError, IndexError, ValueError, AttributeError) as e:
-        raise ValueError(f"gldv2.test_shard_url={template!r} is not valid; it must format with only "
-                         f"{{shard}} (an integer), e.g. .../test/images_{{shard:03d}}.tar ({type(e).__name__}: {e})") from None
-    if len(set(urls)) != NUM_SHARDS or not all(u.lower().startswith(URL_SCHEMES) for u in urls):
-        raise ValueError(f"gldv2.test_shard_url={template!r} is not valid; each shard must get its own "
-                         "http://, https:// or file:// URL")
-    return DistractorSource(solution_url, urls[:shards])
+def distractor_source(solution_url: str, shard_template: str, shards: int) -> DistractorSource:
+    """Where the solution and the first `shards` shards are (`shard_template` has a {shard} field)."""
+    return DistractorSource(solution_url, tuple(shard_template.format(shard=i) for i in range(shards)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +237,7 @@ def fetch_distractors(source: DistractorSource, out: Path, partial: Path, *, sol
         total.kept += stats.kept
         total.skipped.update(stats.skipped)
     log(f"fetch_csv: distractors: {total.kept:,} of {len(solution.non_landmark):,} non-landmark test images "
-        f"from {len(source.shard_urls)} of {NUM_SHARDS} shards ({total.summary()})")
+        f"from {len(source.shard_urls)} of {NUM_TEST_SHARDS} shards ({total.summary()})")
 
     ids = sorted(kept)
     rows = pd.DataFrame({"id": ids, "url": [(images_dir / f"{i}.jpg").absolute().as_uri() for i in ids]})

@@ -25,7 +25,6 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 DEFAULT_USER_AGENT = "landmarks-pipeline/0.1 (https://github.com/landmarks-ml/landmarks) python-requests"
-USER_AGENT_RULE = "a non-empty one-line string naming the project and a contact"
 MAX_REDIRECTS = 5
 MAX_BACKOFF = 60.0  # seconds: cap on any single wait, Retry-After included
 READ_CHUNK = 256 * 1024
@@ -71,11 +70,6 @@ class Deadline:
     def passed(self, detail: str = "") -> FetchError:
         """The error of a download that ran out of time (not retryable: the time is gone)."""
         return FetchError("timeout", f"deadline of {self.seconds:g} s passed{detail}")
-
-
-def is_valid_user_agent(value: Any) -> bool:
-    """Whether `value` can be sent as our User-Agent (see USER_AGENT_RULE)."""
-    return isinstance(value, str) and bool(value.strip()) and value.isprintable()
 
 
 def make_session(user_agent: str = DEFAULT_USER_AGENT, pool_size: int = 32, max_redirects: int = MAX_REDIRECTS) -> requests.Session:

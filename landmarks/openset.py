@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from landmarks.models import EmbeddingNet, split_at_last_linear
+from landmarks.params import SCORES
 
-SCORES = ("knn", "msp", "knn_msp")
 DEFAULT_K = 3
 GALLERY_DTYPE = torch.float16  # halves the checkpoint; similarities need no more precision
 

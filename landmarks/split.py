@@ -12,10 +12,10 @@ from landmarks.gldv2 import NO_LANDMARK_ID
 
 
 def check_fractions(fractions: dict[str, float]) -> None:
-    """Each fraction in (0, 1) and together 1; otherwise a one-line ValueError."""
+    """Each fraction in (0, 1) and together 1; otherwise a ValueError."""
     for name, value in fractions.items():
         if not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ValueError(f"split.{name}={value!r} is not valid; it must be a number between 0 and 1")
+            raise ValueError(f"the {name} fraction {value!r} must be a number between 0 and 1")
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6:
         shown = " + ".join(f"{k}={v}" for k, v in fractions.items())
@@ -41,7 +41,7 @@ def stratified_split(
     """
     check_fractions(fractions)
     if min_images_per_class < len(SPLITS):
-        raise ValueError(f"split.min_images_per_class={min_images_per_class} is not valid; it must be >= {len(SPLITS)}")
+        raise ValueError(f"min_images_per_class={min_images_per_class} must be >= {len(SPLITS)}")
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in SPLITS}
     dropped = []
     for landmark_id, group in rows.sort_values(["landmark_id", "id"]).groupby("landmark_id", sort=True):

@@ -16,7 +16,7 @@ def channel_stats(paths: Iterable[str | os.PathLike], *, image_size: int) -> dic
     Sums are accumulated in float64, so the result does not depend on image order beyond rounding.
     """
     if image_size < 1:
-        raise ValueError(f"compute_stats.image_size={image_size!r} is not valid; it must be >= 1")
+        raise ValueError(f"image_size={image_size!r} must be >= 1")
     total = np.zeros(3)
     total_sq = np.zeros(3)
     count = images = 0

@@ -14,7 +14,8 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms.functional import pil_to_tensor
 
-AUGMENT_PRESETS = ("none", "paper", "strong")
+from landmarks.params import AUGMENT_PRESETS
+
 # Eval resizes the shorter side to image_size / crop_fraction, then centre-crops (torchvision's 224/256).
 CROP_FRACTION = 0.875
 

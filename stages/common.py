@@ -1,4 +1,4 @@
-"""What every stage shares: reading its own slice of params.yaml and failing fast on bad values."""
+"""What every stage shares: loading the checked params, failing fast on bad values, writing JSON, logging."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-PARAMS_FILE = "params.yaml"
+from landmarks.params import PARAMS_FILE, Params, ParamsError, load_params
 
 
 class ConfigError(SystemExit):
@@ -19,10 +17,16 @@ class ConfigError(SystemExit):
         super().__init__(f"error: {message}")
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml (DVC's `-S` overrides are already written into it by `dvc exp run`)."""
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+def stage_params(path: str | Path = PARAMS_FILE) -> Params:
+    """params.yaml, every value checked (DVC's `-S` overrides are already written into it by `dvc exp run`).
+
+    A stage reads only the keys dvc.yaml declares for it (tests/test_dvc_yaml.py checks that), but a
+    bad value anywhere stops it: better at the first stage than after hours of downloading.
+    """
+    try:
+        return load_params(path)
+    except ParamsError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_choice(key: str, value: Any, allowed: Iterable[str]) -> str:

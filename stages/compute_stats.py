@@ -5,7 +5,7 @@ import argparse
 
 from landmarks.data import image_path, read_split
 from landmarks.stats import channel_stats
-from stages.common import ConfigError, load_params, log, write_json
+from stages.common import log, stage_params, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,14 +14,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    p = load_params()["compute_stats"]
+    params = stage_params()
 
     train = read_split(args.splits, "train")
     paths = [image_path(args.images, lid, iid) for lid, iid in zip(train["landmark_id"], train["id"])]
-    try:
-        stats = channel_stats(paths, image_size=p["image_size"])
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    stats = channel_stats(paths, image_size=params.compute_stats.image_size)
     write_json(args.out, stats)
     log(f"stats over {stats['num_images']} training images: mean {stats['mean']} std {stats['std']}")
 

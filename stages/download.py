@@ -6,8 +6,8 @@ configuration error, or when EVERY selected row failed (nothing usable: almost a
 a blocked User-Agent or a wrong URL, and training on nothing would only fail later and less
 clearly). Any other mix of failures is reported and the stage succeeds.
 
-Classes left with fewer than split.min_images_per_class images are listed in the report
-(`classes_below_min`); the split stage drops them.
+The report gives the usable images per class (fewest, median, most) and the classes left with
+none; the split stage drops classes with too few (split.min_images_per_class, reported in split.json).
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from landmarks.download import FAILURE_COLUMNS, DownloadConfig, download_images
-from landmarks.gldv2 import DATASETS, TRAIN_COLUMNS, url_schemes
-from stages.common import ConfigError, check_choice, load_params, log, write_json
+from landmarks.download import FAILURE_COLUMNS, download_images
+from landmarks.gldv2 import TRAIN_COLUMNS, url_schemes
+from stages.common import log, stage_params, write_json
 
 
 def main() -> None:
@@ -30,18 +30,8 @@ def main() -> None:
     parser.add_argument("--report", type=Path, required=True, help="JSON summary")
     args = parser.parse_args()
 
-    params = load_params()
-    dataset = check_choice("dataset", params.get("dataset"), DATASETS)
-    section = params.get("download")
-    if not isinstance(section, dict):
-        raise ConfigError(f"download={section!r} is not valid; params.yaml needs a `download:` section")
-    try:
-        cfg = DownloadConfig.from_params(section, allowed_schemes=url_schemes(dataset))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from None
-    min_images = (params.get("split") or {}).get("min_images_per_class")
-    if isinstance(min_images, bool) or not isinstance(min_images, int) or min_images < 0:
-        raise ConfigError(f"split.min_images_per_class={min_images!r} is not valid; use an integer >= 0")
+    params = stage_params()
+    cfg = params.download
 
     # All text: ids and landmark ids are validated row by row, so one bad row cannot stop the read.
     rows = pd.read_csv(args.selected, dtype=str, keep_default_na=False)
@@ -50,11 +40,11 @@ def main() -> None:
         sys.exit(f"error: {args.selected} lacks column(s) {', '.join(missing)}")
     log(f"download: {len(rows):,} selected images -> {args.images} ({cfg.workers} workers)")
 
-    result = download_images(rows, args.images, cfg)
+    result = download_images(rows, args.images, cfg, allowed_schemes=url_schemes(params.dataset))
 
     args.failures.parent.mkdir(parents=True, exist_ok=True)
     result.failures.to_csv(args.failures, index=False, columns=list(FAILURE_COLUMNS))
-    below = sorted(lid for lid, n in result.images_per_class.items() if n < min_images)
+    counts = pd.Series(result.images_per_class, dtype="int64")
     report = {
         "selected": result.selected,
         "downloaded": result.downloaded,
@@ -63,15 +53,15 @@ def main() -> None:
         "failures_by_reason": result.failures_by_reason,
         "distractors": result.distractors,
         "removed_stale_files": result.removed,
-        "min_images_per_class": min_images,
-        "num_classes_below_min": len(below),
-        "classes_below_min": below,
+        "images_per_class": {"min": int(counts.min()), "median": float(counts.median()), "max": int(counts.max())}
+        if len(counts) else None,
+        "classes_without_images": sorted(int(k) for k, n in result.images_per_class.items() if n == 0),
     }
     write_json(args.report, report)
     log(f"download: {result.downloaded:,} downloaded, {result.already_present:,} already present, "
         f"{len(result.failures):,} failed {report['failures_by_reason']}, {result.removed:,} stale files removed")
-    if below:
-        log(f"download: {len(below)} classes have fewer than {min_images} images and will be dropped by split")
+    if report["classes_without_images"]:
+        log(f"download: {len(report['classes_without_images'])} classes have no usable image; split drops them")
     if result.selected and result.downloaded + result.already_present == 0:
         sys.exit(f"error: all {result.selected:,} selected images failed ({report['failures_by_reason']}); "
                  f"check the network, download.user_agent and the URLs in {args.selected}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from landmarks.assessment import TaggingParams, choose, tagging_record, test_metrics
+from landmarks.assessment import choose, tagging_record, test_metrics
 from landmarks.checkpoint import load_checkpoint
 from landmarks.data import read_split
 from landmarks.eval_reports import plot_train_batch, write_model_reports
@@ -17,7 +17,7 @@ from landmarks.export import plain_json
 from landmarks.files import sha256_file
 from landmarks.inference import SplitResult, run_split
 from landmarks.openset import build_tagger
-from stages.common import ConfigError, load_params, log, write_json
+from stages.common import log, stage_params, write_json
 
 DIGITS = 5  # metrics.json precision: enough to tell 1 image in 100k apart
 COLUMNS = ("top1", "top5", "gap", "coverage", "tag_precision", "distractor_tag_rate", "unknown_landmark_tag_rate")
@@ -43,20 +43,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_settings(path: str) -> tuple[int, TaggingParams]:
-    """evaluate.batch_size and the tagging section, validated."""
-    params = load_params(path)
-    batch_size = params["evaluate"]["batch_size"]
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"evaluate.batch_size={batch_size!r} is not valid; use an integer >= 1")
-    try:
-        return batch_size, TaggingParams(**params["tagging"])
-    except TypeError as e:
-        raise ConfigError(f"tagging: {e}") from None
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
 def predict(tagger: Any, ckpt: dict[str, Any], split: str, args: argparse.Namespace, batch_size: int) -> SplitResult:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     class_ids = [c["landmark_id"] for c in ckpt["classes"]]
@@ -71,7 +57,8 @@ def predict(tagger: Any, ckpt: dict[str, Any], split: str, args: argparse.Namesp
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    batch_size, tagging = load_settings(args.params)
+    params = stage_params(args.params)
+    batch_size, tagging = params.evaluate.batch_size, params.tagging
     metrics: dict[str, dict[str, Any]] = {}
     for path, name in zip(args.models, args.names):
         log(f"evaluating {name} ({path})")

@@ -17,6 +17,7 @@ The manifest records, for each file, its source, size in bytes and sha256.
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ import pandas as pd
 from landmarks.fetch import fetch_file
 from landmarks.files import sha256_file
 from landmarks.folder import NO_LANDMARK_FOLDER, scan_folder
-from landmarks.gldv2 import CATEGORY_COLUMNS, DATASETS, DISTRACTOR_COLUMNS, TRAIN_COLUMNS
-from landmarks.gldv2_distractors import DistractorError, check_params, fetch_distractors
-from landmarks.http import USER_AGENT_RULE, FetchError, is_valid_user_agent
-from stages.common import ConfigError, check_choice, load_params, log, write_json
+from landmarks.gldv2 import CATEGORY_COLUMNS, DISTRACTOR_COLUMNS, TRAIN_COLUMNS
+from landmarks.gldv2_distractors import DistractorError, distractor_source, fetch_distractors
+from landmarks.http import FetchError
+from landmarks.params import Params
+from stages.common import ConfigError, log, stage_params, write_json
 
 TRAIN_FILE = "train.csv"
 CATEGORY_FILE = "label_to_category.csv"
@@ -43,17 +45,12 @@ def write_csv(df: pd.DataFrame, path: Path, source: str) -> dict[str, Any]:
     return {"source": source, "size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def from_synthetic(params: dict[str, Any], out: Path) -> dict[str, Any]:
+def from_synthetic(params: Params, out: Path) -> dict[str, Any]:
     from landmarks.synthetic import generate_dataset  # only this mode needs it
 
-    s = params.get("synthetic") or {}
-    seed = params.get("seed")
-    settings = {k: s.get(k) for k in ("num_classes", "images_per_class", "image_size", "distractor_fraction")}
-    try:
-        train, categories, distractors = generate_dataset(out / "synthetic", seed=seed, **settings)
-    except (TypeError, ValueError) as e:  # its messages name the param and what is allowed
-        raise ConfigError(str(e)) from None
-    source = "synthetic:" + ",".join(f"{k}={v}" for k, v in {"seed": seed, **settings}.items())
+    settings = asdict(params.synthetic)
+    train, categories, distractors = generate_dataset(out / "synthetic", seed=params.seed, **settings)
+    source = "synthetic:" + ",".join(f"{k}={v}" for k, v in {"seed": params.seed, **settings}.items())
     return {
         TRAIN_FILE: write_csv(train[list(TRAIN_COLUMNS)], out / TRAIN_FILE, source),
         CATEGORY_FILE: write_csv(categories, out / CATEGORY_FILE, source),
@@ -80,27 +77,14 @@ def from_folder(folder: Path, out: Path) -> dict[str, Any]:
     }
 
 
-def user_agent(params: dict[str, Any]) -> str:
-    """params.yaml's download.user_agent, validated."""
-    value = (params.get("download") or {}).get("user_agent")
-    if not is_valid_user_agent(value):
-        raise ConfigError(f"download.user_agent={value!r} is not valid; use {USER_AGENT_RULE}")
-    return value
-
-
-def from_gldv2(params: dict[str, Any], out: Path) -> dict[str, Any]:
-    g = params.get("gldv2") or {}
-    try:
-        distractor_source = check_params(g)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    agent = user_agent(params)
+def from_gldv2(params: Params, out: Path) -> dict[str, Any]:
+    g = params.gldv2
+    source = distractor_source(g.solution_url, g.test_shard_url, g.distractor_shards)
+    agent = params.download.user_agent
     partial = out.parent / f"{out.name}.partial"
     files = {}
-    for key, name, columns in (("metadata_url", TRAIN_FILE, TRAIN_COLUMNS), ("category_url", CATEGORY_FILE, CATEGORY_COLUMNS)):
-        url = g.get(key)
-        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://", "file://")):
-            raise ConfigError(f"gldv2.{key}={url!r} is not valid; use an http://, https:// or file:// URL")
+    for key, url, name, columns in (("metadata_url", g.metadata_url, TRAIN_FILE, TRAIN_COLUMNS),
+                                    ("category_url", g.category_url, CATEGORY_FILE, CATEGORY_COLUMNS)):
         log(f"fetch_csv: {url} -> {out / name}")
         try:
             record = fetch_file(url, out / name, partial_dir=partial, user_agent=agent)
@@ -112,13 +96,13 @@ def from_gldv2(params: dict[str, Any], out: Path) -> dict[str, Any]:
             raise SystemExit(f"error: {url} is not a GLDv2 {name}: missing column(s) {', '.join(missing)}")
         files[name] = {"source": record["url"], "size": record["size"], "sha256": record["sha256"]}
     try:
-        distractors, records = fetch_distractors(distractor_source, out, partial, solution_name=SOLUTION_FILE,
+        distractors, records = fetch_distractors(source, out, partial, solution_name=SOLUTION_FILE,
                                                  user_agent=agent, images_name=DISTRACTOR_DIR, log=log)
     except DistractorError as e:
         raise SystemExit(f"error: {e}") from None
     files.update(records)
-    source = ", ".join(distractor_source.shard_urls) or "gldv2.distractor_shards=0"
-    files[DISTRACTOR_FILE] = write_csv(distractors, out / DISTRACTOR_FILE, source)
+    shards = ", ".join(source.shard_urls) or "gldv2.distractor_shards=0"
+    files[DISTRACTOR_FILE] = write_csv(distractors, out / DISTRACTOR_FILE, shards)
     if partial.is_dir() and not any(partial.iterdir()):
         partial.rmdir()
     return files
@@ -130,8 +114,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args()
 
-    params = load_params()
-    dataset = check_choice("dataset", params.get("dataset"), DATASETS)
+    params = stage_params()
+    dataset = params.dataset
     args.out.mkdir(parents=True, exist_ok=True)
     if dataset == "synthetic":
         files = from_synthetic(params, args.out)

@@ -3,23 +3,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from landmarks.gldv2 import DATASETS, iter_train_csv, read_categories, url_schemes
+from landmarks.gldv2 import iter_train_csv, read_categories, url_schemes
 from landmarks.select import select_classes, select_distractors
-from stages.common import ConfigError, check_choice, load_params, log, write_json
-
-
-def int_param(key: str, value: Any, minimum: int, *, optional: bool = False) -> int | None:
-    """`value` as an int >= minimum (or None when optional), else a one-line ConfigError."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or null" if optional else "")
-        raise ConfigError(f"{key}={value!r} is not valid; use {allowed}")
-    return value
+from stages.common import log, stage_params, write_json
 
 
 def main() -> None:
@@ -30,15 +19,11 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="optional JSON with the row counts and drop reasons")
     args = parser.parse_args()
 
-    params = load_params()
-    dataset = check_choice("dataset", params.get("dataset"), DATASETS)
-    seed = int_param("seed", params.get("seed"), 0)
+    params = stage_params()
+    dataset, seed, g = params.dataset, params.seed, params.gldv2
     if dataset == "gldv2":
-        g = params.get("gldv2") or {}
-        min_images = int_param("gldv2.min_images_per_class", g.get("min_images_per_class"), 0)
-        max_images = int_param("gldv2.max_images_per_class", g.get("max_images_per_class"), 1, optional=True)
-        max_classes = int_param("gldv2.max_classes", g.get("max_classes"), 1, optional=True)
-        max_distractors = int_param("gldv2.max_distractors", g.get("max_distractors"), 0, optional=True)
+        min_images, max_images, max_classes, max_distractors = (
+            g.min_images_per_class, g.max_images_per_class, g.max_classes, g.max_distractors)
     else:  # synthetic and folder datasets are already the classes (and distractors) the user wants
         min_images, max_images, max_classes, max_distractors = 0, None, None, None
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from landmarks.gldv2 import NO_LANDMARK_ID
 from landmarks.split import available_rows, class_table, stratified_split
-from stages.common import ConfigError, load_params, log, write_json
+from stages.common import log, stage_params, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,21 +19,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for train/val/test.csv and classes.csv")
     parser.add_argument("--report", required=True)
     args = parser.parse_args(argv)
-    params = load_params()
-    p = params["split"]
+    params = stage_params()
+    p = params.split
 
     selected = pd.read_csv(args.selected, dtype={"id": str, "landmark_id": "int64"})
     classes = pd.read_csv(args.classes, dtype={"landmark_id": "int64"}, keep_default_na=False)
     rows = available_rows(selected, args.images)
-    try:
-        splits, dropped = stratified_split(
-            rows, fractions={k: p[k] for k in ("train", "val", "test")}, seed=params["seed"],
-            min_images_per_class=p["min_images_per_class"],
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    splits, dropped = stratified_split(rows, fractions=p.fractions, seed=params.seed,
+                                       min_images_per_class=p.min_images_per_class)
     if splits["train"].empty:
-        raise SystemExit(f"error: no class has {p['min_images_per_class']} or more downloaded images; nothing to train on")
+        raise SystemExit(f"error: no class has {p.min_images_per_class} or more downloaded images; nothing to train on")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     write_json(args.report, report)
     for d in dropped:
-        log(f"dropped landmark {d['landmark_id']}: only {d['images']} images (split.min_images_per_class={p['min_images_per_class']})")
+        log(f"dropped landmark {d['landmark_id']}: only {d['images']} images (split.min_images_per_class={p.min_images_per_class})")
     log(f"split: {len(table)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 
 

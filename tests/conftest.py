@@ -69,6 +69,24 @@ def copy_project(dest: Path, params: dict[str, Any]) -> Path:
     return dest
 
 
+def make_spec(stats: dict[str, Any], **overrides: Any):
+    """A small TrainSpec for tests: vgg at 32 px on the CPU, two epochs; `overrides` replace any field."""
+    from landmarks.train_spec import TrainSpec
+
+    fields = dict(arch="vgg", pretrained=False, freeze="none", dropout=0.3, image_size=32, crop_fraction=0.875,
+                  mean=tuple(stats["mean"]), std=tuple(stats["std"]), augment="strong", epochs=2, batch_size=8,
+                  optimizer="adamw", lr=3e-3, backbone_lr=None, momentum=0.9, weight_decay=0.0, scheduler="cosine",
+                  warmup_epochs=0.5, step_size=7, gamma=0.1, label_smoothing=0.0, device="cpu", num_workers=0, seed=3)
+    return TrainSpec(**{**fields, **overrides})
+
+
+def download_params(**overrides: Any):
+    """The real params.yaml's download section with `overrides`, checked as the stage checks it."""
+    from landmarks.params import DownloadParams, parse
+
+    return parse(DownloadParams, "download", {**yaml.safe_load((REPO / "params.yaml").read_text())["download"], **overrides})
+
+
 def draw_shape(kind: int, rng: np.random.Generator, size: int) -> Image.Image:
     """A simple, learnable image for class `kind`: a shape at a random place on a random background."""
     img = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 120, 3)))

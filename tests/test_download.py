@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from landmarks.download import DownloadConfig, download_images, prune_images
+from landmarks.download import download_images, prune_images
 from landmarks.gldv2 import image_path
 from landmarks.http import backoff_delay, make_session, parse_retry_after
 from landmarks.imageio import decode_image
 from stages.common import ConfigError
+from tests.conftest import download_params
 from tests.faultserver import HTML_PAGE, Cut, Drip, FaultServer, Redirect, Reset, Respond, Stall, huge_png, make_jpeg
 from tests.test_gldv2 import run_stage_main
 
@@ -42,7 +43,8 @@ def server():
 def run(rows: list[tuple[str, str, int]], images: Path, **cfg) -> tuple:
     df = pd.DataFrame(rows, columns=["id", "url", "landmark_id"])
     settings = {**FAST, **cfg}
-    result = download_images(df, images, DownloadConfig(**settings), progress=False)
+    extra = {k: settings.pop(k) for k in ("allowed_schemes", "max_backoff") if k in settings}
+    result = download_images(df, images, download_params(**settings), progress=False, **extra)
     reasons = dict(zip(result.failures["id"], result.failures["reason"]))
     return result, reasons
 
@@ -316,14 +318,14 @@ def test_prune_images_on_a_missing_folder_is_a_no_op(tmp_path):
 ])
 def test_invalid_download_params_fail_fast_with_a_one_line_message(key, value):
     with pytest.raises(ValueError) as err:
-        DownloadConfig.from_params({key: value})
+        download_params(**{key: value})
     message = str(err.value)
     assert f"download.{key}={value!r}" in message and "\n" not in message
 
 
 def test_unknown_download_param_is_rejected():
     with pytest.raises(ValueError, match="download.worker is not a known setting"):
-        DownloadConfig.from_params({"worker": 4})
+        download_params(worker=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +340,7 @@ def run_stage(tmp_path: Path, monkeypatch, rows: list[tuple], dataset: str = "gl
     write_rows(tmp_path, rows)
     run_stage_main("download", ["--selected", "selected.csv", "--images", "images", "--failures", "failures.csv",
                                 "--report", "report.json"], tmp_path, monkeypatch,
-                   {"dataset": dataset, "download": {**FAST, **download}, "split": {"min_images_per_class": 2}})
+                   {"dataset": dataset, "download": {k: v for k, v in {**FAST, **download}.items() if k != "max_backoff"}})
     return json.loads((tmp_path / "report.json").read_text())
 
 
@@ -354,7 +356,8 @@ def test_stage_writes_failures_csv_and_report(server, tmp_path, monkeypatch):
     assert failures["reason"].tolist() == ["http_404", "invalid_id"]
     assert report["selected"] == 5 and report["downloaded"] == 3 and report["already_present"] == 0
     assert report["failed"] == 2 and report["failures_by_reason"] == {"http_404": 1, "invalid_id": 1}
-    assert report["classes_below_min"] == [2]  # landmark 2 has one image left, min is 2
+    assert report["images_per_class"] == {"min": 1, "median": 1.5, "max": 2}  # split decides what is too few
+    assert report["classes_without_images"] == []
 
     report = run_stage(tmp_path, monkeypatch, rows)  # a rerun only retries the failures
     assert report["already_present"] == 3 and report["downloaded"] == 0 and server.count("/ok.jpg") == 3
@@ -379,7 +382,7 @@ def test_stage_reports_distractors_apart_from_the_classes(server, tmp_path, monk
     rows = [("a" * 16, ok, 1), ("b" * 16, ok, 1), ("c" * 16, scene.as_uri(), -1)]
     report = run_stage(tmp_path, monkeypatch, rows)  # gldv2: the web only, but the distractor list is local
     assert report["downloaded"] == 3 and report["distractors"] == 1 and report["failed"] == 0
-    assert report["classes_below_min"] == []  # one distractor is not a class with too few images (min 2)
+    assert report["images_per_class"] == {"min": 2, "median": 2.0, "max": 2}  # the distractor is not a class
     assert [p.name for p in (tmp_path / "images" / "no_landmark").iterdir()] == ["c" * 16 + ".jpg"]
 
 

@@ -45,7 +45,6 @@ def make_project(root: Path, server: FaultServer) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"] = "gldv2"
     params["download"].update(workers=8, image_size=48, connect_timeout=2.0, read_timeout=5.0, max_retries=1, backoff=0.01)
-    params["split"]["min_images_per_class"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     server.rows.to_csv(root / "selected.csv", index=False)
     return root
@@ -132,7 +131,6 @@ stages:
     params:
       - dataset
       - download
-      - split.min_images_per_class
     outs:
       - images:
           persist: true

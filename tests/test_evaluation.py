@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from landmarks import eval_reports
 from landmarks import assessment  # (its test_metrics, imported by name, would be collected as a test)
-from landmarks.assessment import DISTRACTORS, UNKNOWN_LANDMARKS, TaggingParams, choose, negatives, tagging_record
+from landmarks.assessment import DISTRACTORS, UNKNOWN_LANDMARKS, choose, negatives, tagging_record
+from landmarks.params import TaggingParams
 from landmarks.checkpoint import load_checkpoint
 from landmarks.data import known_rows, read_classes, read_split
 from landmarks.evaluation import (
@@ -33,6 +34,7 @@ from landmarks.models import EmbeddingNet
 from landmarks.openset import Tagger
 from landmarks.tagging import NEVER
 from landmarks.transforms import eval_transform, preprocess_config
+from tests.conftest import REPO
 from tests.test_export import one_thread, tiny_checkpoint  # noqa: F401 (one_thread: autouse fixture)
 from tests.test_tagging import brute_force
 
@@ -247,7 +249,7 @@ def test_test_metrics_rank_every_photo_by_its_score_glr_style() -> None:
 
 
 def test_tagging_record_schema() -> None:
-    params = TaggingParams(precision=0.6, max_false_tag_rate=0.5, neighbours=1)
+    params = TaggingParams(precision=0.6, max_false_tag_rate=0.5, score="knn", neighbours=1)
     c = choose(hand_split(), hand_tagger(), params)
     found = assessment.test_metrics(hand_split(), hand_tagger(), params, c.threshold)
     record = tagging_record(c, found, params, num_val=5)
@@ -423,7 +425,8 @@ def test_evaluate_stage_chooses_the_threshold_with_distractors_and_reports_hones
     photo_path(images, test["landmark_id"].iloc[0], test["id"].iloc[0]).write_bytes(b"")
     readable = test.iloc[1:].reset_index(drop=True)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"evaluate": {"batch_size": 4}, "tagging": {
+    real = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.write_text(yaml.safe_dump({**real, "evaluate": {"batch_size": 4}, "tagging": {
         "precision": TARGET_PRECISION, "max_false_tag_rate": MAX_FALSE_TAG_RATE, "score": "knn",
         "neighbours": NEIGHBOURS, "held_out_classes": True}}))
     r = tmp_path / "reports"

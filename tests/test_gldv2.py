@@ -309,5 +309,5 @@ def test_fetch_csv_synthetic_mode_writes_all_three_csvs(tmp_path, monkeypatch):
 
 
 def test_fetch_csv_synthetic_mode_rejects_a_bad_distractor_fraction(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match=r"synthetic\.distractor_fraction=0\.95 is not valid; use a number from 0 to 0\.9"):
+    with pytest.raises(SystemExit, match=r"synthetic\.distractor_fraction=0\.95 is not valid; use a number in \[0, 0\.9\]"):
         run_fetch_csv(tmp_path, monkeypatch, {"dataset": "synthetic", "synthetic": {"distractor_fraction": 0.95}})

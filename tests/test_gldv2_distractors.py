@@ -305,18 +305,18 @@ def test_read_solution_counts(tmp_path, shards):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("distractor_shards", True, "error: gldv2.distractor_shards=True is not valid; use an integer from 0 to 20"),
+    ("distractor_shards", True, "error: gldv2.distractor_shards=True is not valid; use an integer in 0..20"),
     ("distractor_shards", -1, "error: gldv2.distractor_shards=-1 is not valid"),
     ("distractor_shards", 21, "error: gldv2.distractor_shards=21 is not valid"),
     ("distractor_shards", "1", "error: gldv2.distractor_shards='1' is not valid"),
     ("distractor_shards", 1.0, "error: gldv2.distractor_shards=1.0 is not valid"),
     ("distractor_shards", None, "error: gldv2.distractor_shards=None is not valid"),
     ("solution_url", "ftp://x/s.csv", "error: gldv2.solution_url='ftp://x/s.csv' is not valid"),
-    ("test_shard_url", "https://x/images_000.tar", "error: gldv2.test_shard_url='https://x/images_000.tar' is not valid; it must contain {shard}"),
-    ("test_shard_url", "https://x/{shard}/{other}.tar", "error: gldv2.test_shard_url='https://x/{shard}/{other}.tar' is not valid; it must format"),
-    ("test_shard_url", "https://x/{shard:q}.tar", "error: gldv2.test_shard_url='https://x/{shard:q}.tar' is not valid; it must format"),
+    ("test_shard_url", "https://x/images_000.tar", "error: gldv2.test_shard_url='https://x/images_000.tar' is not valid; use a URL with {shard} in it"),
+    ("test_shard_url", "https://x/{shard}/{other}.tar", "error: gldv2.test_shard_url='https://x/{shard}/{other}.tar' is not valid; use a URL with {shard} in it, e.g. .../test/images_{shard:03d}.tar, and no other"),
+    ("test_shard_url", "https://x/{shard:q}.tar", "error: gldv2.test_shard_url='https://x/{shard:q}.tar' is not valid; use a URL with {shard} in it"),
     ("test_shard_url", "https://x/{shard:.0s}.tar", "error: gldv2.test_shard_url='https://x/{shard:.0s}.tar' is not valid"),
-    ("test_shard_url", "https://x/{shard:03d}{", "error: gldv2.test_shard_url='https://x/{shard:03d}{' is not valid; it must format"),
+    ("test_shard_url", "https://x/{shard:03d}{", "error: gldv2.test_shard_url='https://x/{shard:03d}{' is not valid; use a URL with {shard} in it"),
     ("test_shard_url", "s3://google-landmark/{shard}.tar", "error: gldv2.test_shard_url='s3://google-landmark/{shard}.tar' is not valid"),
     ("test_shard_url", 3, "error: gldv2.test_shard_url=3 is not valid"),
 ])

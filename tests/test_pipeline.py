@@ -50,9 +50,13 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_writes_the_data_contract(pipeline: Path) -> None:
     images = sorted((pipeline / "data/images").glob("*/*.jpg"))
-    assert len(images) == 30
+    landmarks = [p for p in images if p.parent.name.isdigit()]
+    distractors = [p for p in images if p.parent.name == "no_landmark"]
+    assert len(landmarks) == 30 and len(distractors) == 20 and len(images) == 50  # 3 x 10, and 40% distractors
     for path in images:
-        assert re.fullmatch(r"[0-9a-f]{16}", path.stem) and path.parent.name.isdigit()
+        assert re.fullmatch(r"[0-9a-f]{16}", path.stem)
+    split = json.loads((pipeline / "reports/split.json").read_text())
+    assert split["distractors_train"] == 0 and split["distractors_val"] + split["distractors_test"] == 20
     failures = pd.read_csv(pipeline / "data/download_failures.csv")
     assert list(failures.columns) == ["id", "url", "landmark_id", "reason"]
     for name in ("train", "val", "test"):

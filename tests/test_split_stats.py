@@ -115,7 +115,7 @@ def test_small_classes_still_get_an_image_in_every_split() -> None:
 
 @pytest.mark.parametrize("fractions,match", [
     ({"train": 0.6, "val": 0.3, "test": 0.2}, "add up to 1"),
-    ({"train": 1.2, "val": -0.1, "test": -0.1}, "split.train=1.2"),
+    ({"train": 1.2, "val": -0.1, "test": -0.1}, "train fraction 1.2"),
 ])
 def test_bad_fractions_are_a_one_line_error(fractions: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

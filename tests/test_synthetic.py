@@ -271,7 +271,7 @@ def test_bad_distractor_fraction_raises_a_one_line_error_naming_the_value(tmp_pa
         generate_dataset(tmp_path / "d", seed=0, num_classes=3, images_per_class=2, image_size=32,
                          distractor_fraction=value)
     message = str(err.value)
-    assert f"synthetic.distractor_fraction={value!r}" in message and "0 to 0.9" in message and "\n" not in message
+    assert f"distractor_fraction={value!r}" in message and "0 to 0.9" in message and "\n" not in message
     assert not (tmp_path / "d" / "images").exists()
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from landmarks.assessment import TaggingParams
+from landmarks.params import TaggingParams, parse
 from landmarks.tagging import NEVER, ThresholdChoice, choose_threshold, false_tag_rate, tag_metrics
 
 KNOWN = [0.9, 0.8, 0.7, 0.6]
@@ -211,7 +211,7 @@ def test_choose_threshold_needs_an_outcome_per_known_score() -> None:
 ])
 def test_tagging_params_are_validated_with_one_line(key: str, value: object) -> None:
     with pytest.raises(ValueError) as e:
-        TaggingParams(**{key: value})
+        parse(TaggingParams, "tagging", {key: value})
     assert f"tagging.{key}={value!r}" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -220,7 +220,7 @@ def test_params_yaml_tagging_section_is_valid_and_complete(real_params: dict) ->
 
     section = real_params["tagging"]
     assert set(section) == {f.name for f in fields(TaggingParams)}
-    assert TaggingParams(**section).precision == section["precision"]
+    assert parse(TaggingParams, "tagging", section).precision == section["precision"]
 
 
 # ----------------------------------------------------------------------------- tag_metrics

@@ -97,7 +97,7 @@ def _render_one(job: tuple[int | str, tuple[int, ...], int, str]) -> None:
 
 
 def check_int(key: str, value: object, lo: int, hi: int | None = None) -> int:
-    """`value` as an int if it is a whole number in lo..hi, else a one-line ValueError naming `key`."""
+    """`value` as an int if it is a whole number in lo..hi, else a ValueError naming the argument."""
     whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not whole or value < lo or (hi is not None and value > hi):  # type: ignore[operator]
         allowed = f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
@@ -106,7 +106,7 @@ def check_int(key: str, value: object, lo: int, hi: int | None = None) -> int:
 
 
 def check_fraction(key: str, value: object, hi: float) -> float:
-    """`value` as a float if it is a number in 0..hi, else a one-line ValueError naming `key`."""
+    """`value` as a float if it is a number in 0..hi, else a ValueError naming the argument."""
     number = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not number or not 0 <= value <= hi:  # type: ignore[operator]
         raise ValueError(f"{key}={value!r} is not valid; use a number from 0 to {hi}")
@@ -124,11 +124,11 @@ def generate_dataset(out_dir: Path, *, num_classes: int, images_per_class: int, 
     the photos, shuffled. The same arguments always give byte-identical files, and the landmark
     photos do not depend on distractor_fraction.
     """
-    num_classes = check_int("synthetic.num_classes", num_classes, 2, len(KINDS))
-    images_per_class = check_int("synthetic.images_per_class", images_per_class, 1)
-    image_size = check_int("synthetic.image_size", image_size, MIN_IMAGE_SIZE)
+    num_classes = check_int("num_classes", num_classes, 2, len(KINDS))
+    images_per_class = check_int("images_per_class", images_per_class, 1)
+    image_size = check_int("image_size", image_size, MIN_IMAGE_SIZE)
     seed = check_int("seed", seed, 0)
-    distractor_fraction = check_fraction("synthetic.distractor_fraction", distractor_fraction, MAX_DISTRACTOR_FRACTION)
+    distractor_fraction = check_fraction("distractor_fraction", distractor_fraction, MAX_DISTRACTOR_FRACTION)
     workers = check_int("workers", workers, 1)
 
     images = Path(out_dir) / "images"
