@@ -21,8 +21,6 @@ import os
 import re
 import sys
 import unicodedata
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -31,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image
+from landmarks.predictor_file import LoadedPredictor, PredictorFileError, display_name, load_predictor
 
 DEFAULT_MODEL = "models/predictor.pt"
 # Measured with bench/bench_predictor.py (2-core CPU, 1 thread): batches of 8 tag ~40% faster
@@ -45,62 +44,6 @@ COLUMNS = ("path", "status", "landmark_id", "name", "hashtag", "confidence", "sc
 # Decoded images waiting for a same-size batch partner are flushed past these limits (memory bound).
 MAX_PENDING_BATCHES = 4
 MAX_PENDING_PIXELS = 64_000_000
-
-
-class UsageError(Exception):
-    """A problem with how the command was called (exit status 2)."""
-
-
-@dataclass
-class LoadedPredictor:
-    """The loaded predictor file."""
-
-    module: torch.jit.ScriptModule
-    classes: list[dict[str, Any]]
-    tagging: dict[str, Any]
-    preprocess: dict[str, Any]
-
-    @property
-    def threshold(self) -> float:
-        """Tag only predictions whose open-set score reaches this; below, the answer is "no landmark"."""
-        value = self.tagging.get("threshold")
-        return 0.0 if value is None else float(value)
-
-    @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [B, 3, H, W] -> (probabilities [B, C], open-set scores [B]) as float64.
-
-        Predictors exported before the open-set score have no `tag` method; their score is the
-        top probability, which is what their threshold was chosen for."""
-        if hasattr(self.module, "tag"):
-            probs, scores = self.module.tag(batch)
-        else:
-            probs = self.module(batch)
-            scores = probs.max(dim=1).values
-        return probs.double().numpy(), scores.double().numpy()
-
-
-def load_predictor(path: str | os.PathLike) -> LoadedPredictor:
-    """Load a predictor file written by the export_torchscript stage; UsageError if that is impossible."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"model file {str(path)!r} not found (build it with `dvc repro export_torchscript`, or pass --model)")
-    extra = {"classes.json": "", "tagging.json": "", "preprocess.json": ""}
-    try:
-        with warnings.catch_warnings():
-            # torch marks TorchScript as deprecated; it is still the torch-only format used here.
-            warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        classes = json.loads(extra["classes.json"])
-        tagging = json.loads(extra["tagging.json"] or "{}")
-        preprocess = json.loads(extra["preprocess.json"])
-    except (RuntimeError, ValueError, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
-        raise UsageError(f"{path} is not a landmarks predictor file ({first}); "
-                         "pass the exported models/predictor.pt, not a training checkpoint") from None
-    if not isinstance(classes, list) or not classes:
-        raise UsageError(f"{path} is not a landmarks predictor file (no classes inside)")
-    return LoadedPredictor(module.eval(), classes, tagging, preprocess)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -177,7 +120,7 @@ def result_row(path: Path, probs: np.ndarray | None, score: float | None, predic
         row["name"] = NO_LANDMARK
         return row
     c = predictor.classes[k]
-    name = str(c.get("name") or c["landmark_id"])
+    name = display_name(c)
     row.update(landmark_id=int(c["landmark_id"]), name=name, hashtag=hashtag(name))
     row.update({f: _blank(c.get(f)) for f in CATEGORY_FIELDS})
     return row
@@ -297,7 +240,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}: error: prediction_failed: {(str(e).strip().splitlines() or ['?'])[0]}", file=sys.stderr)
             continue
         order = np.argsort(-probs, kind="stable")[:k]
-        names = [str(predictor.classes[j].get("name") or predictor.classes[j]["landmark_id"]) for j in order]
+        names = [display_name(predictor.classes[j]) for j in order]
         row = result_row(path, probs, score, predictor)
         if row["landmark_id"] is not None:
             verdict = f"-> {row['name']} {row['hashtag']} (score {score:.3f})".rstrip()
@@ -372,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except UsageError as e:
+    except PredictorFileError as e:
         print(f"landmarks: error: {e}", file=sys.stderr)
         return 2
 
