@@ -28,22 +28,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from landmarks.batching import DEFAULT_BATCH_SIZE, PredictionFailed, predict_in_batches
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, atomic_write_bytes, decode_image
 from landmarks.predictor_file import LoadedPredictor, PredictorFileError, display_name, load_predictor
 
 DEFAULT_MODEL = "models/predictor.pt"
-# Measured with bench/bench_predictor.py (2-core CPU, 1 thread): batches of 8 tag ~40% faster
-# than one image at a time, while batches of 32 are slower per image than single images.
-DEFAULT_BATCH_SIZE = 8
 # What a folder walk picks up; files named explicitly are always tried, whatever their extension.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 NO_LANDMARK = "no landmark"
 MAX_ASPECT = 50  # panoramas are ~10:1; beyond this a file is not a photo we can classify
 CATEGORY_FIELDS = ("category", "wikidata_id", "latitude", "longitude")
 COLUMNS = ("path", "status", "landmark_id", "name", "hashtag", "confidence", "score", *CATEGORY_FIELDS, "error")
-# Decoded images waiting for a same-size batch partner are flushed past these limits (memory bound).
-MAX_PENDING_BATCHES = 4
-MAX_PENDING_PIXELS = 64_000_000
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -77,7 +72,17 @@ def load_image(path: str | os.PathLike, *, resize_size: int, max_pixels: int = D
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def describe_error(e: Exception) -> str:
+def read_image(path: Path, *, resize_size: int, max_pixels: int) -> torch.Tensor | Exception:
+    """load_image, or the ImageError/OSError that says why the file is not a usable photo."""
+    try:
+        return load_image(path, resize_size=resize_size, max_pixels=max_pixels)
+    except (ImageError, OSError) as e:
+        return e
+
+
+def describe_error(e: BaseException) -> str:
+    if isinstance(e, PredictionFailed):
+        return f"prediction_failed: {e}"
     if isinstance(e, ImageError):
         return str(e)
     if isinstance(e, IsADirectoryError):
@@ -138,62 +143,20 @@ def format_rows(rows: list[dict[str, Any]], as_json: bool) -> str:
 
 # ----------------------------------------------------------------------------- tag
 
-def _run_batch(predictor: LoadedPredictor, items: list[tuple[int, Path, torch.Tensor]], rows: list[Any]) -> None:
-    """Predict same-size images together; if the batch fails, retry one by one so only the culprit fails."""
-    try:
-        probs, scores = predictor(torch.stack([x for _, _, x in items]))
-        for (i, path, _), p, s in zip(items, probs, scores):
-            rows[i] = result_row(path, p, s, predictor)
-    except RuntimeError as e:
-        if len(items) == 1:
-            i, path, _ = items[0]
-            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            rows[i] = result_row(path, None, None, predictor, error=f"prediction_failed: {message}")
-            return
-        for item in items:
-            _run_batch(predictor, [item], rows)
-
-
 def tag_files(
     predictor: LoadedPredictor, files: list[Path], *, batch_size: int = DEFAULT_BATCH_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One result row per file, in input order. Bad files become error rows; nothing stops the run.
-
-    The predictor takes any H, W but a batch must share them, so decoded images wait in per-size
-    buckets and a bucket runs when it holds `batch_size` images (camera photos mostly share a
-    size). Each image is preprocessed exactly as on its own (no extra resize), so batched results
-    equal one-at-a-time results. Too many waiting images (count or pixels) flush all buckets.
-    """
-    rows: list[Any] = [None] * len(files)
-    pending: dict[tuple[int, int], list[tuple[int, Path, torch.Tensor]]] = {}
-    waiting, waiting_pixels = 0, 0
+    Files are decoded one by one as the batching (landmarks.batching) asks for them."""
     resize_size = int(predictor.preprocess["resize_size"])
+    images = ((path, read_image(path, resize_size=resize_size, max_pixels=max_pixels)) for path in files)
+    rows = []
     with tqdm(total=len(files), unit="img", desc="tag", file=sys.stderr, disable=None if progress else True,
               dynamic_ncols=True) as bar:
-        for i, path in enumerate(files):
-            try:
-                x = load_image(path, resize_size=resize_size, max_pixels=max_pixels)
-            except (ImageError, OSError) as e:
-                rows[i] = result_row(path, None, None, predictor, error=describe_error(e))
-                bar.update(1)
-                continue
-            bucket = pending.setdefault((x.shape[1], x.shape[2]), [])
-            bucket.append((i, path, x))
-            waiting += 1
-            waiting_pixels += x.shape[1] * x.shape[2]
-            if len(bucket) >= batch_size:
-                _run_batch(predictor, pending.pop((x.shape[1], x.shape[2])), rows)
-                waiting -= len(bucket)
-                waiting_pixels -= sum(t.shape[1] * t.shape[2] for _, _, t in bucket)
-            elif waiting >= MAX_PENDING_BATCHES * batch_size or waiting_pixels >= MAX_PENDING_PIXELS:
-                for items in pending.values():
-                    _run_batch(predictor, items, rows)
-                pending.clear()
-                waiting, waiting_pixels = 0, 0
+        for path, probs, score, error in predict_in_batches(predictor, images, batch_size=batch_size):
+            rows.append(result_row(path, probs, score, predictor, error=None if error is None else describe_error(error)))
             bar.update(1)
-        for items in pending.values():
-            _run_batch(predictor, items, rows)
     return rows
 
 
@@ -226,18 +189,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = 0
     shown: list[tuple[str, Any, list[str], list[float], str]] = []
     for path in find_images(args.images):
-        try:
-            x = load_image(path, resize_size=resize_size, max_pixels=args.max_pixels)
-        except (ImageError, OSError) as e:
+        x = read_image(path, resize_size=resize_size, max_pixels=args.max_pixels)
+        _, probs, score, error = next(predict_in_batches(predictor, [(path, x)], batch_size=1))
+        if error is not None:
             failed += 1
-            print(f"{path}: error: {describe_error(e)}", file=sys.stderr)
-            continue
-        try:
-            probs, scores = predictor(x.unsqueeze(0))
-            probs, score = probs[0], float(scores[0])
-        except RuntimeError as e:
-            failed += 1
-            print(f"{path}: error: prediction_failed: {(str(e).strip().splitlines() or ['?'])[0]}", file=sys.stderr)
+            print(f"{path}: error: {describe_error(error)}", file=sys.stderr)
             continue
         order = np.argsort(-probs, kind="stable")[:k]
         names = [display_name(predictor.classes[j]) for j in order]
