@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from landmarks import cli  # noqa: E402
-from landmarks.export import build_predictor, predictor_bytes  # noqa: E402
+from landmarks.export import build_predictor  # noqa: E402
 from landmarks.models import build_model  # noqa: E402
+from landmarks.predictor_file import load_predictor, predictor_bytes  # noqa: E402
 from landmarks.transforms import preprocess_config, preprocess_uint8  # noqa: E402
 
 NUM_CLASSES = 50
@@ -76,7 +77,7 @@ def main() -> int:
         path = tmp / "predictor.pt"
         path.write_bytes(predictor_bytes(build_predictor(model, pre), classes=classes, tagging={"threshold": 0.5},
                                          preprocess=pre))
-        predictor = cli.load_predictor(path).module  # loaded exactly as the command loads it
+        predictor = load_predictor(path).module  # loaded exactly as the command loads it
 
         x = torch.randint(0, 256, (1, 3, PHOTO_SIZE[1], PHOTO_SIZE[0]), dtype=torch.uint8)
         with torch.no_grad():

@@ -21,8 +21,6 @@ import os
 import re
 import sys
 import unicodedata
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,78 +28,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from landmarks.batching import DEFAULT_BATCH_SIZE, PredictionFailed, predict_in_batches
 from landmarks.files import atomic_write_bytes
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from landmarks.predictor_file import LoadedPredictor, PredictorFileError, display_name, load_predictor
 
 DEFAULT_MODEL = "models/predictor.pt"
-# Measured with bench/bench_predictor.py (2-core CPU, 1 thread): batches of 8 tag ~40% faster
-# than one image at a time, while batches of 32 are slower per image than single images.
-DEFAULT_BATCH_SIZE = 8
 # What a folder walk picks up; files named explicitly are always tried, whatever their extension.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 NO_LANDMARK = "no landmark"
 MAX_ASPECT = 50  # panoramas are ~10:1; beyond this a file is not a photo we can classify
 CATEGORY_FIELDS = ("category", "wikidata_id", "latitude", "longitude")
 COLUMNS = ("path", "status", "landmark_id", "name", "hashtag", "confidence", "score", *CATEGORY_FIELDS, "error")
-# Decoded images waiting for a same-size batch partner are flushed past these limits (memory bound).
-MAX_PENDING_BATCHES = 4
-MAX_PENDING_PIXELS = 64_000_000
-
-
-class UsageError(Exception):
-    """A problem with how the command was called (exit status 2)."""
-
-
-@dataclass
-class LoadedPredictor:
-    """The loaded predictor file."""
-
-    module: torch.jit.ScriptModule
-    classes: list[dict[str, Any]]
-    tagging: dict[str, Any]
-    preprocess: dict[str, Any]
-
-    @property
-    def threshold(self) -> float:
-        """Tag only predictions whose open-set score reaches this; below, the answer is "no landmark"."""
-        value = self.tagging.get("threshold")
-        return 0.0 if value is None else float(value)
-
-    @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [B, 3, H, W] -> (probabilities [B, C], open-set scores [B]) as float64.
-
-        Predictors exported before the open-set score have no `tag` method; their score is the
-        top probability, which is what their threshold was chosen for."""
-        if hasattr(self.module, "tag"):
-            probs, scores = self.module.tag(batch)
-        else:
-            probs = self.module(batch)
-            scores = probs.max(dim=1).values
-        return probs.double().numpy(), scores.double().numpy()
-
-
-def load_predictor(path: str | os.PathLike) -> LoadedPredictor:
-    """Load a predictor file written by the export_torchscript stage; UsageError if that is impossible."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"model file {str(path)!r} not found (build it with `dvc repro export_torchscript`, or pass --model)")
-    extra = {"classes.json": "", "tagging.json": "", "preprocess.json": ""}
-    try:
-        with warnings.catch_warnings():
-            # torch marks TorchScript as deprecated; it is still the torch-only format used here.
-            warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        classes = json.loads(extra["classes.json"])
-        tagging = json.loads(extra["tagging.json"] or "{}")
-        preprocess = json.loads(extra["preprocess.json"])
-    except (RuntimeError, ValueError, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
-        raise UsageError(f"{path} is not a landmarks predictor file ({first}); "
-                         "pass the exported models/predictor.pt, not a training checkpoint") from None
-    if not isinstance(classes, list) or not classes:
-        raise UsageError(f"{path} is not a landmarks predictor file (no classes inside)")
-    return LoadedPredictor(module.eval(), classes, tagging, preprocess)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -135,7 +73,17 @@ def load_image(path: str | os.PathLike, *, resize_size: int, max_pixels: int = D
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def describe_error(e: Exception) -> str:
+def read_image(path: Path, *, resize_size: int, max_pixels: int) -> torch.Tensor | Exception:
+    """load_image, or the ImageError/OSError that says why the file is not a usable photo."""
+    try:
+        return load_image(path, resize_size=resize_size, max_pixels=max_pixels)
+    except (ImageError, OSError) as e:
+        return e
+
+
+def describe_error(e: BaseException) -> str:
+    if isinstance(e, PredictionFailed):
+        return f"prediction_failed: {e}"
     if isinstance(e, ImageError):
         return str(e)
     if isinstance(e, IsADirectoryError):
@@ -178,7 +126,7 @@ def result_row(path: Path, probs: np.ndarray | None, score: float | None, predic
         row["name"] = NO_LANDMARK
         return row
     c = predictor.classes[k]
-    name = str(c.get("name") or c["landmark_id"])
+    name = display_name(c)
     row.update(landmark_id=int(c["landmark_id"]), name=name, hashtag=hashtag(name))
     row.update({f: _blank(c.get(f)) for f in CATEGORY_FIELDS})
     return row
@@ -196,62 +144,20 @@ def format_rows(rows: list[dict[str, Any]], as_json: bool) -> str:
 
 # ----------------------------------------------------------------------------- tag
 
-def _run_batch(predictor: LoadedPredictor, items: list[tuple[int, Path, torch.Tensor]], rows: list[Any]) -> None:
-    """Predict same-size images together; if the batch fails, retry one by one so only the culprit fails."""
-    try:
-        probs, scores = predictor(torch.stack([x for _, _, x in items]))
-        for (i, path, _), p, s in zip(items, probs, scores):
-            rows[i] = result_row(path, p, s, predictor)
-    except RuntimeError as e:
-        if len(items) == 1:
-            i, path, _ = items[0]
-            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            rows[i] = result_row(path, None, None, predictor, error=f"prediction_failed: {message}")
-            return
-        for item in items:
-            _run_batch(predictor, [item], rows)
-
-
 def tag_files(
     predictor: LoadedPredictor, files: list[Path], *, batch_size: int = DEFAULT_BATCH_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One result row per file, in input order. Bad files become error rows; nothing stops the run.
-
-    The predictor takes any H, W but a batch must share them, so decoded images wait in per-size
-    buckets and a bucket runs when it holds `batch_size` images (camera photos mostly share a
-    size). Each image is preprocessed exactly as on its own (no extra resize), so batched results
-    equal one-at-a-time results. Too many waiting images (count or pixels) flush all buckets.
-    """
-    rows: list[Any] = [None] * len(files)
-    pending: dict[tuple[int, int], list[tuple[int, Path, torch.Tensor]]] = {}
-    waiting, waiting_pixels = 0, 0
+    Files are decoded one by one as the batching (landmarks.batching) asks for them."""
     resize_size = int(predictor.preprocess["resize_size"])
+    images = ((path, read_image(path, resize_size=resize_size, max_pixels=max_pixels)) for path in files)
+    rows = []
     with tqdm(total=len(files), unit="img", desc="tag", file=sys.stderr, disable=None if progress else True,
               dynamic_ncols=True) as bar:
-        for i, path in enumerate(files):
-            try:
-                x = load_image(path, resize_size=resize_size, max_pixels=max_pixels)
-            except (ImageError, OSError) as e:
-                rows[i] = result_row(path, None, None, predictor, error=describe_error(e))
-                bar.update(1)
-                continue
-            bucket = pending.setdefault((x.shape[1], x.shape[2]), [])
-            bucket.append((i, path, x))
-            waiting += 1
-            waiting_pixels += x.shape[1] * x.shape[2]
-            if len(bucket) >= batch_size:
-                _run_batch(predictor, pending.pop((x.shape[1], x.shape[2])), rows)
-                waiting -= len(bucket)
-                waiting_pixels -= sum(t.shape[1] * t.shape[2] for _, _, t in bucket)
-            elif waiting >= MAX_PENDING_BATCHES * batch_size or waiting_pixels >= MAX_PENDING_PIXELS:
-                for items in pending.values():
-                    _run_batch(predictor, items, rows)
-                pending.clear()
-                waiting, waiting_pixels = 0, 0
+        for path, probs, score, error in predict_in_batches(predictor, images, batch_size=batch_size):
+            rows.append(result_row(path, probs, score, predictor, error=None if error is None else describe_error(error)))
             bar.update(1)
-        for items in pending.values():
-            _run_batch(predictor, items, rows)
     return rows
 
 
@@ -284,21 +190,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = 0
     shown: list[tuple[str, Any, list[str], list[float], str]] = []
     for path in find_images(args.images):
-        try:
-            x = load_image(path, resize_size=resize_size, max_pixels=args.max_pixels)
-        except (ImageError, OSError) as e:
+        x = read_image(path, resize_size=resize_size, max_pixels=args.max_pixels)
+        _, probs, score, error = next(predict_in_batches(predictor, [(path, x)], batch_size=1))
+        if error is not None:
             failed += 1
-            print(f"{path}: error: {describe_error(e)}", file=sys.stderr)
-            continue
-        try:
-            probs, scores = predictor(x.unsqueeze(0))
-            probs, score = probs[0], float(scores[0])
-        except RuntimeError as e:
-            failed += 1
-            print(f"{path}: error: prediction_failed: {(str(e).strip().splitlines() or ['?'])[0]}", file=sys.stderr)
+            print(f"{path}: error: {describe_error(error)}", file=sys.stderr)
             continue
         order = np.argsort(-probs, kind="stable")[:k]
-        names = [str(predictor.classes[j].get("name") or predictor.classes[j]["landmark_id"]) for j in order]
+        names = [display_name(predictor.classes[j]) for j in order]
         row = result_row(path, probs, score, predictor)
         if row["landmark_id"] is not None:
             verdict = f"-> {row['name']} {row['hashtag']} (score {score:.3f})".rstrip()
@@ -373,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except UsageError as e:
+    except PredictorFileError as e:
         print(f"landmarks: error: {e}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,7 @@ from landmarks.evaluation import confusion_matrix, per_class_metrics
 from landmarks.files import atomic_write_bytes
 from landmarks.imageio import ImageError, decode_image
 from landmarks.inference import SplitResult
+from landmarks.predictor_file import display_names
 from landmarks.reports import denormalize, plot_confusion, plot_gallery
 from landmarks.transforms import AUGMENT_PRESETS, train_transform
 
@@ -27,13 +28,6 @@ NO_LANDMARK = "no landmark"
 MISTAKES_SHOWN = 16
 BATCH_SHOWN = 16
 FIGURE_SEED = 0  # the augmented training batch figure is the same on every run
-
-
-def display_names(classes: list[dict[str, Any]]) -> list[str]:
-    """A unique, readable label per class: its name, with the landmark id added where names repeat."""
-    names = [str(c.get("name") or c["landmark_id"]) for c in classes]
-    counts = pd.Series(names).value_counts()
-    return [f"{n} ({c['landmark_id']})" if counts[n] > 1 else n for n, c in zip(names, classes)]
 
 
 def tag_decisions(result: SplitResult, threshold: float, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,52 +1,31 @@
-"""The deployable predictor: one TorchScript file that maps uint8 photos to class probabilities.
+"""Building the deployable predictor: one TorchScript file that maps uint8 photos to class probabilities.
 
-The file needs nothing but torch to load and run. Its forward takes a uint8 RGB tensor
-[B, 3, H, W] of any H, W, applies `preprocess_uint8` (the very function evaluation uses), the
-network and a softmax, and returns probabilities [B, C]. Its `tag` method returns
-(probabilities [B, C], open-set score [B]): the score of landmarks.openset, computed against the
-gallery of training embeddings the file carries; a photo is tagged when score >= the threshold
-in tagging.json. Three JSON files travel inside it
-(`torch.jit.load(path, _extra_files={"classes.json": "", ...})`):
-
-- classes.json: the class dicts in output order (landmark_id, name, category info, counts)
-- tagging.json: the score, its threshold chosen on the validation split, and what it achieves
-- preprocess.json: image_size, resize_size, mean, std
+`build_predictor` scripts the tagger with `preprocess_uint8` (the very function evaluation uses) in
+front, so the file needs nothing but torch to load and run; its format (the `tag` method, the JSON
+records inside) is landmarks.predictor_file's. `export_predictor` checks the file against the eager
+tagger and in a fresh torch-only interpreter before writing it.
 """
 from __future__ import annotations
 
-import io
-import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, List, Tuple
 
 import torch
 from torch import nn
 
 from landmarks.files import atomic_write_bytes
 from landmarks.openset import Tagger, open_set_scores
+from landmarks.predictor_file import CLASSES_FILE, EXTRA_FILES, load_predictor, predictor_bytes, quiet_jit
 from landmarks.transforms import preprocess_uint8
 
-EXTRA_FILES = ("classes.json", "tagging.json", "preprocess.json")
 # Largest allowed |predictor - eager model| over the probabilities of the check images.
 TOLERANCE = 1e-5
 # Modules the deployed file must not need: only torch may be imported to use it.
 FORBIDDEN_MODULES = ("landmarks", "torchvision", "timm")
-
-
-@contextmanager
-def quiet_jit() -> Iterator[None]:
-    """Silence torch's "torch.jit is deprecated" FutureWarnings: TorchScript is still the format that
-    loads with torch alone and takes any input size, which is what deployment needs here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
-        yield
 
 
 class Predictor(nn.Module):
@@ -92,47 +71,6 @@ def build_predictor(tagger: Tagger, preprocess: dict[str, Any]) -> torch.jit.Scr
         return torch.jit.script(wrapper.eval())
 
 
-def plain_json(value: Any) -> Any:
-    """`value` with numpy scalars made Python numbers and NaN made None, so json.dumps writes valid JSON."""
-    if isinstance(value, dict):
-        return {str(k): plain_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_json(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def predictor_bytes(
-    predictor: torch.jit.ScriptModule, *, classes: list[dict[str, Any]], tagging: dict[str, Any], preprocess: dict[str, Any]
-) -> bytes:
-    """The serialised predictor file, with classes/tagging/preprocess JSON inside."""
-    if len(classes) == 0:
-        raise ValueError("a predictor needs at least one class")
-    missing = [i for i, c in enumerate(classes) if "landmark_id" not in c or "name" not in c]
-    if missing:
-        raise ValueError(f"classes {missing[:5]} lack landmark_id or name")
-    extra = {
-        "classes.json": json.dumps(plain_json(classes), ensure_ascii=False),
-        "tagging.json": json.dumps(plain_json(tagging)),
-        "preprocess.json": json.dumps(plain_json(preprocess)),
-    }
-    buf = io.BytesIO()
-    with quiet_jit():
-        torch.jit.save(predictor, buf, _extra_files=extra)
-    return buf.getvalue()
-
-
-def load_predictor_bytes(data: bytes) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """(module, {name: parsed JSON}) from serialised predictor bytes."""
-    extra = {name: "" for name in EXTRA_FILES}
-    with quiet_jit():
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
-    return module, {name: json.loads(extra[name]) for name in EXTRA_FILES}
-
-
 @torch.no_grad()
 def max_difference(predictor: Any, tagger: Tagger, preprocess: dict[str, Any], images: list[torch.Tensor]) -> float:
     """Largest difference between predictor.tag(x) and the eager tagger on preprocess_uint8(x), over the
@@ -148,15 +86,15 @@ def max_difference(predictor: Any, tagger: Tagger, preprocess: dict[str, Any], i
 
 
 # Runs in a bare interpreter: loads the file with torch alone, runs a batch, and proves nothing else was imported.
-FRESH_PROCESS_SCRIPT = """
+FRESH_PROCESS_SCRIPT = f"EXTRA_FILES, CLASSES_FILE = {EXTRA_FILES!r}, {CLASSES_FILE!r}\n" + """
 import json, sys
 import torch
 path, num_classes = sys.argv[1], int(sys.argv[2])
-extra = {name: "" for name in ("classes.json", "tagging.json", "preprocess.json")}
+extra = dict.fromkeys(EXTRA_FILES, "")
 m = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-classes = json.loads(extra["classes.json"])
+classes = json.loads(extra[CLASSES_FILE])
 if len(classes) != num_classes:
-    sys.exit(f"classes.json has {len(classes)} classes, expected {num_classes}")
+    sys.exit(f"{CLASSES_FILE} has {len(classes)} classes, expected {num_classes}")
 x = torch.randint(0, 256, (2, 3, 61, 47), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 with torch.no_grad():
     p = m(x)
@@ -205,8 +143,7 @@ def export_predictor(
     if not check_images:
         raise ValueError("export needs at least one image to check the predictor against the model")
     data = predictor_bytes(build_predictor(tagger, preprocess), classes=classes, tagging=tagging, preprocess=preprocess)
-    loaded, _ = load_predictor_bytes(data)
-    diff = max_difference(loaded, tagger, preprocess, check_images)
+    diff = max_difference(load_predictor(data).module, tagger, preprocess, check_images)
     if not diff <= tolerance:  # also catches nan
         raise RuntimeError(f"predictor differs from the eager model by {diff:.3g} (> {tolerance:g})")
     out_path = Path(out_path)

@@ -13,10 +13,10 @@ from landmarks.assessment import choose, tagging_record, test_metrics
 from landmarks.checkpoint import load_checkpoint
 from landmarks.data import read_split
 from landmarks.eval_reports import plot_train_batch, write_model_reports
-from landmarks.export import plain_json
 from landmarks.files import sha256_file
 from landmarks.inference import SplitResult, run_split
 from landmarks.openset import build_tagger
+from landmarks.predictor_file import plain_json
 from stages.common import log, stage_params, write_json
 
 DIGITS = 5  # metrics.json precision: enough to tell 1 image in 100k apart

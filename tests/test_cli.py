@@ -18,9 +18,10 @@ from PIL import Image
 
 from torch import nn
 
-from landmarks.cli import COLUMNS, NO_LANDMARK, find_images, hashtag, load_image, load_predictor, main
-from landmarks.export import build_predictor, predictor_bytes
+from landmarks.cli import COLUMNS, NO_LANDMARK, find_images, hashtag, load_image, main
+from landmarks.export import build_predictor
 from landmarks.openset import Tagger, build_tagger, gallery_record
+from landmarks.predictor_file import load_predictor, predictor_bytes
 from landmarks.tagging import NEVER
 from landmarks.transforms import preprocess_uint8
 from tests.test_export import (  # noqa: F401 (one_thread: autouse fixture)

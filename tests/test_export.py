@@ -12,13 +12,11 @@ from torch import nn
 
 from landmarks.checkpoint import make_checkpoint, save_checkpoint
 from landmarks.data import read_classes
-from landmarks.export import (
-    FORBIDDEN_MODULES, build_predictor, check_in_fresh_process, export_predictor,
-    load_predictor_bytes, max_difference, predictor_bytes,
-)
+from landmarks.export import FORBIDDEN_MODULES, build_predictor, check_in_fresh_process, export_predictor, max_difference
 from landmarks.files import sha256_file
 from landmarks.models import build_model, split_at_last_linear
 from landmarks.openset import Tagger, build_tagger, gallery_record
+from landmarks.predictor_file import load_predictor, predictor_bytes
 from landmarks.transforms import preprocess_config, preprocess_uint8
 
 CLASSES = [
@@ -126,7 +124,7 @@ def predictor_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tagg
 
 def test_predictor_equals_eager_model_for_any_image_size(predictor_file: tuple[Path, Tagger]) -> None:
     path, tagger = predictor_file
-    module, _ = load_predictor_bytes(path.read_bytes())
+    module = load_predictor(path.read_bytes()).module
     images = random_images([(32, 32), (37, 80), (300, 200), (17, 90), (129, 128)])
     assert max_difference(module, tagger, PREPROCESS, images) <= 1e-5
     # and a batch gives what the images give one at a time, for the probabilities and the open-set scores
@@ -145,14 +143,14 @@ def test_predictor_equals_eager_model_for_any_image_size(predictor_file: tuple[P
 
 def test_max_difference_sees_a_different_model(predictor_file: tuple[Path, Tagger]) -> None:
     path, _ = predictor_file
-    module, _ = load_predictor_bytes(path.read_bytes())
+    module = load_predictor(path.read_bytes()).module
     assert max_difference(module, tiny_tagger(len(CLASSES), seed=1), PREPROCESS, random_images([(40, 40)])) > 1e-3
 
 
 def test_max_difference_sees_a_different_gallery(predictor_file: tuple[Path, Tagger]) -> None:
     """Same network, same probabilities, other training embeddings: the scores differ, and that counts."""
     path, tagger = predictor_file
-    module, _ = load_predictor_bytes(path.read_bytes())
+    module = load_predictor(path.read_bytes()).module
     flipped = Tagger(tagger.net, -tagger.gallery, tagger.gallery_labels, score=tagger.score, k=tagger.k).eval()
     image = random_images([(40, 40)])
     with torch.no_grad():
