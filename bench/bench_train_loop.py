@@ -33,18 +33,20 @@ from landmarks.optim import build_optimizer, build_scheduler, param_groups  # no
 from landmarks.params import load_params  # noqa: E402
 from landmarks.train import train_one_epoch  # noqa: E402
 from landmarks.train_spec import for_scratch  # noqa: E402
-from landmarks.transforms import train_transform  # noqa: E402
+from landmarks.transforms import train_inputs  # noqa: E402
 from tests.conftest import make_image_tree  # noqa: E402
 
 STORED_SIZE = 320  # params download.image_size: the shorter side of every stored image
 
 
-def bare_epoch(model: nn.Module, loader, optimizer, scheduler, criterion: nn.Module, device: torch.device) -> None:
+def bare_epoch(model: nn.Module, loader, optimizer, scheduler, criterion: nn.Module, device: torch.device, prepare) -> None:
     """The minimal loop a PyTorch tutorial would write; nothing leaves the device."""
     model.train()
     channels_last = device.type == "cuda"
     for images, labels in loader:
         images = images.to(device, non_blocking=True)
+        if prepare is not None:
+            images = prepare(images)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
@@ -83,7 +85,8 @@ def main() -> None:
         tree = make_image_tree(Path(tmp), num_classes=num_classes, per_class=-(-args.images // num_classes), size=STORED_SIZE)
         frame = pd.read_csv(tree["selected"], dtype={"id": str}).head(args.images)
         class_ids = [c["landmark_id"] for c in read_classes(tree["classes"].parent)]
-        dataset = LandmarkDataset(frame, tree["images"], class_ids, train_transform(**config.preprocess, augment=config.augment))
+        worker_transform, prepare = train_inputs(**config.preprocess, augment=config.augment)
+        dataset = LandmarkDataset(frame, tree["images"], class_ids, worker_transform)
         loader = make_loader(dataset, batch_size=config.batch_size, train=True, seed=config.seed,
                              num_workers=workers, device=device)
 
@@ -99,8 +102,9 @@ def main() -> None:
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
         loops = {
-            "ours": lambda: train_one_epoch(model, loader, optimizer, scheduler, criterion, device, desc="ours", show=True),
-            "bare": lambda: bare_epoch(model, loader, optimizer, scheduler, criterion, device),
+            "ours": lambda: train_one_epoch(model, loader, optimizer, scheduler, criterion, device, prepare=prepare,
+                                            desc="ours", show=True),
+            "bare": lambda: bare_epoch(model, loader, optimizer, scheduler, criterion, device, prepare),
         }
         print(f"{config.arch} at {config.image_size} px, augment={config.augment}, batch {config.batch_size}, "
               f"{config.optimizer}/{config.scheduler}, {workers} loader workers, {torch.get_num_threads()} threads, "

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -57,19 +58,37 @@ def all_reduce_mean(metrics: dict[str, float], device: torch.device) -> dict[str
 
 
 def resolve_num_workers(value: int | str, device: torch.device) -> int:
-    """auto: the CPU decodes JPEGs in parallel with a GPU; on a CPU-only box workers only compete with training."""
+    """auto: on a GPU machine one decoding worker per core this process may use (cores shared among the
+    torchrun processes of the node), one core left for the training loop; on a CPU-only machine none,
+    as workers would only compete with the training step for the cores."""
     if value != "auto":
         return int(value)
     if device.type == "cpu":
         return 0
-    return min(8, max(1, (os.cpu_count() or 2) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))) - 1)
+
+
+class BatchTransform:
+    """A collate function that applies a batch transform to the images of the collated batch (picklable,
+    so the loader's worker processes can run it)."""
+
+    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, samples: list) -> list:
+        images, *rest = default_collate(samples)
+        return [self.transform(images), *rest]
 
 
 def make_loader(
     dataset: Dataset, *, batch_size: int, train: bool, seed: int, num_workers: int, device: torch.device,
-    rank: int = 0, world_size: int = 1,
+    rank: int = 0, world_size: int = 1, batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> DataLoader:
-    """A DataLoader tuned for the device. Train loaders shard with DistributedSampler; eval loaders don't."""
+    """A DataLoader tuned for the device. Train loaders shard with DistributedSampler; eval loaders don't.
+
+    `batch_transform` runs on each collated batch inside the loader (its workers, if any): the way to
+    augment on a CPU device, where worker processes scale better than intra-op threads."""
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed) if train else None
     if train and batch_size % world_size:
         raise ValueError(f"batch_size={batch_size} must be divisible by the number of processes ({world_size})")
@@ -82,6 +101,7 @@ def make_loader(
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,
         drop_last=False,
+        collate_fn=BatchTransform(batch_transform) if batch_transform is not None else None,
     )
 
 

@@ -22,7 +22,7 @@ from landmarks.imageio import ImageError, decode_image
 from landmarks.inference import SplitResult
 from landmarks.predictor_file import display_names
 from landmarks.reports import denormalize, plot_confusion, plot_gallery
-from landmarks.transforms import AUGMENT_PRESETS, train_transform
+from landmarks.transforms import AUGMENT_PRESETS, train_inputs
 
 NO_LANDMARK = "no landmark"
 MISTAKES_SHOWN = 16
@@ -96,21 +96,23 @@ def plot_train_batch(ckpt: dict[str, Any], splits: str | os.PathLike, images: st
     augment = record.get("augment_used", record.get("augment", "none"))
     if augment not in AUGMENT_PRESETS:
         augment = "none"
-    transform = train_transform(**pre, augment=augment)
+    transform, prepare = train_inputs(**pre, augment=augment)
     frame = known_rows(read_split(splits, "train"))
     names = dict(zip((c["landmark_id"] for c in ckpt["classes"]), display_names(ckpt["classes"])))
     rng = np.random.default_rng(FIGURE_SEED)
     torch.manual_seed(FIGURE_SEED)
     rows = frame.iloc[rng.permutation(len(frame))]
-    shown, captions = [], []
+    batch, captions = [], []
     for lid, iid in zip(rows["landmark_id"], rows["id"]):
-        if len(shown) == BATCH_SHOWN:
+        if len(batch) == BATCH_SHOWN:
             break
         try:
-            x = transform(decode_image(image_path(images, lid, iid)))
+            batch.append(transform(decode_image(image_path(images, lid, iid))))
         except (ImageError, OSError):
             continue
-        shown.append(denormalize(x.numpy(), pre["mean"], pre["std"]))
         captions.append(names.get(int(lid), str(lid))[:34])
+    x = torch.stack(batch) if batch else torch.zeros(0)
+    x = prepare(x) if prepare is not None and len(batch) else x
+    shown = [denormalize(t.numpy(), pre["mean"], pre["std"]) for t in x]
     plot_gallery(shown, captions, path, title=f"a training batch (augment={augment})")
     return augment

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -29,7 +30,7 @@ from landmarks.models import build_model, describe, set_train_mode, split_at_las
 from landmarks.openset import gallery_record
 from landmarks.optim import build_optimizer, build_scheduler, param_groups
 from landmarks.train_spec import TrainSpec
-from landmarks.transforms import eval_transform, train_transform
+from landmarks.transforms import eval_transform, train_inputs
 
 
 # ----------------------------------------------------------------------------- loops
@@ -37,9 +38,12 @@ from landmarks.transforms import eval_transform, train_transform
 def train_one_epoch(
     model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: nn.Module, device: torch.device,
-    *, desc: str = "train", show: bool = True,
+    *, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None, desc: str = "train", show: bool = True,
 ) -> dict[str, float]:
-    """One pass over `loader`; returns mean loss and accuracy over this process's samples."""
+    """One pass over `loader`; returns mean loss and accuracy over this process's samples.
+
+    `prepare` turns a batch, once on the device, into the model's input (augmentation and
+    normalisation of uint8 crops); without it the loader's batches are the input."""
     set_train_mode(model)
     channels_last = device.type == "cuda"
     # Running sums stay on the device: reading them every step would stall a GPU's queue.
@@ -48,6 +52,8 @@ def train_one_epoch(
     bar = tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True, mininterval=1.0)
     for step, (images, labels) in enumerate(bar):
         images = images.to(device, non_blocking=True)
+        if prepare is not None:
+            images = prepare(images)
         if channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
@@ -114,6 +120,7 @@ class Run:
     world: int
     trained: nn.Module  # the model, or only its head when features are cached
     ddp_model: nn.Module  # what the training step calls (trained, wrapped by DDP under torchrun)
+    prepare: Callable[[torch.Tensor], torch.Tensor] | None  # the batch transform on the device
     train_loader: DataLoader
     val_loader: DataLoader
     optimizer: torch.optim.Optimizer
@@ -127,7 +134,8 @@ class Run:
 
 
 def build_run(model: nn.Module, head: nn.Module | None, train_set: Dataset, val_set: Dataset, spec: TrainSpec,
-              device: torch.device, rank: int, world: int) -> Run:
+              device: torch.device, rank: int, world: int,
+              prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Run:
     """Move the model to the device, cache frozen features if asked, make loaders, optimiser and schedule."""
     model.to(device)
     if device.type == "cuda":
@@ -142,21 +150,27 @@ def build_run(model: nn.Module, head: nn.Module | None, train_set: Dataset, val_
         train_set = features = extract_features(model, head, loader(train_set), device)
         val_set = extract_features(model, head, loader(val_set), device)
         trained, workers = head, 0
-    train_loader = make_loader(train_set, batch_size=spec.batch_size, train=True, seed=spec.seed,
-                               num_workers=workers, device=device, rank=rank, world_size=world)
+    # Augmentation runs where it is cheapest: batched on a GPU, in the loader (and its workers) on a CPU.
+    in_loader = prepare if device.type == "cpu" else None
+    prepare = None if device.type == "cpu" else prepare
+    train_loader = make_loader(train_set, batch_size=spec.batch_size, train=True, seed=spec.seed, num_workers=workers,
+                               device=device, rank=rank, world_size=world, batch_transform=in_loader)
     val_loader = make_loader(val_set, batch_size=spec.batch_size, train=False, seed=spec.seed, num_workers=workers, device=device)
     # A cached-feature run trains the bare head, which param_groups puts in one group at `lr`.
     groups = param_groups(trained, lr=spec.lr, backbone_lr=spec.backbone_lr)
     optimizer = build_optimizer(groups, name=spec.optimizer, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     scheduler = build_scheduler(optimizer, name=spec.scheduler, epochs=spec.epochs, steps_per_epoch=len(train_loader),
                                 warmup_epochs=spec.warmup_epochs, step_size=spec.step_size, gamma=spec.gamma)
-    ddp_model = trained
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions once
+    ddp_model = torch.compile(trained) if spec.compile and not spec.cache_features else trained
     if world > 1:
         if device.type == "cuda":
             # Batch norm over the global batch, as one process computes it (SyncBatchNorm needs CUDA).
             trained = nn.SyncBatchNorm.convert_sync_batchnorm(trained)
         ddp_model = nn.parallel.DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
-    return Run(device, rank, world, trained, ddp_model, train_loader, val_loader, optimizer, scheduler,
+        ddp_model = torch.compile(ddp_model) if spec.compile and not spec.cache_features else ddp_model
+    return Run(device, rank, world, trained, ddp_model, prepare, train_loader, val_loader, optimizer, scheduler,
                nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing), features)
 
 
@@ -194,8 +208,9 @@ def epoch_loop(run: Run, spec: TrainSpec, *, fingerprint: str, live: Any, resume
     for epoch in range(start, spec.epochs):
         torch.manual_seed(spec.seed * 100_003 + epoch)  # augmentation and dropout depend on (seed, epoch) only
         run.train_loader.sampler.set_epoch(epoch)
+        started = time.perf_counter()
         train = train_one_epoch(run.ddp_model, run.train_loader, run.optimizer, run.scheduler, run.criterion, run.device,
-                                desc=f"epoch {epoch + 1}/{spec.epochs}", show=run.is_main)
+                                prepare=run.prepare, desc=f"epoch {epoch + 1}/{spec.epochs}", show=run.is_main)
         train = all_reduce_mean(train, run.device) if run.world > 1 else train
         val = evaluate(run.trained, run.val_loader, run.criterion, run.device, show=run.is_main)
         record = {"epoch": epoch + 1, "train/loss": train["loss"], "train/acc": train["acc"],
@@ -204,8 +219,10 @@ def epoch_loop(run: Run, spec: TrainSpec, *, fingerprint: str, live: Any, resume
         if val["acc"] > best["acc"]:
             best = {"epoch": epoch + 1, "acc": val["acc"], "loss": val["loss"],
                     "state": {k: v.detach().cpu().clone() for k, v in run.trained.state_dict().items()}}
-        if run.is_main:
-            tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if run.is_main:  # the time is printed, not logged: metrics must not depend on the machine's load
+            seconds = time.perf_counter() - started
+            tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+                       + f" ({seconds:.1f} s, {len(run.train_loader.sampler) * run.world / seconds:.0f} images/s)")
             if live is not None:
                 _log_epoch(live, record)
             if resume:
@@ -214,15 +231,16 @@ def epoch_loop(run: Run, spec: TrainSpec, *, fingerprint: str, live: Any, resume
 
 
 def fit(model: nn.Module, *, train_set: Dataset, val_set: Dataset, spec: TrainSpec, device: torch.device, rank: int = 0,
-        world: int = 1, head: nn.Module | None = None, live_dir: str | os.PathLike | None = None,
-        resume_path: str | os.PathLike | None = None, fingerprint: str = "") -> dict[str, Any]:
+        world: int = 1, head: nn.Module | None = None, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        live_dir: str | os.PathLike | None = None, resume_path: str | os.PathLike | None = None,
+        fingerprint: str = "") -> dict[str, Any]:
     """Train `model` for spec.epochs and load its best-validation weights back into it.
 
     Returns {"best_epoch", "best": val metrics of the best epoch, "history": per-epoch metrics,
     "train_features": the cached features, if any}. With `resume_path`, the state after every epoch
     is kept there, and a rerun with the same fingerprint continues after the last completed epoch.
     """
-    run = build_run(model, head, train_set, val_set, spec, device, rank, world)
+    run = build_run(model, head, train_set, val_set, spec, device, rank, world, prepare)
     live = _open_live(live_dir) if run.is_main and live_dir else None
     resume = Path(resume_path) if resume_path else None
     history, best = epoch_loop(run, spec, fingerprint=f"{fingerprint}/world={world}", live=live, resume=resume)
@@ -269,7 +287,8 @@ def train_classifier(spec: TrainSpec, *, splits_dir: str | os.PathLike, images_d
     pre = spec.preprocess
     # Distractors (no landmark) are for choosing and measuring the tagging threshold, not for training.
     train_rows, val_rows = (known_rows(read_split(splits_dir, name)) for name in ("train", "val"))
-    train_set = LandmarkDataset(train_rows, images_dir, class_ids, train_transform(**pre, augment=spec.augment_used))
+    worker_transform, prepare = train_inputs(**pre, augment=spec.augment_used)
+    train_set = LandmarkDataset(train_rows, images_dir, class_ids, worker_transform)
     val_set = LandmarkDataset(val_rows, images_dir, class_ids, eval_transform(**pre))
     torch.manual_seed(spec.seed)  # the fresh head's (and a scratch model's) initial weights
     model = build_model(spec.arch, num_classes=len(classes), **spec.arch_kwargs)
@@ -279,7 +298,7 @@ def train_classifier(spec: TrainSpec, *, splits_dir: str | os.PathLike, images_d
     device = select_device(spec.device)
     with process_group(device) as (rank, world):
         result = fit(model, train_set=train_set, val_set=val_set, spec=spec, device=device, rank=rank, world=world,
-                     head=model.get_submodule(head_name) if head_name else None, live_dir=live_dir,
+                     head=model.get_submodule(head_name) if head_name else None, prepare=prepare, live_dir=live_dir,
                      resume_path=resume_path, fingerprint=spec.fingerprint(data=data))
         if rank == 0:
             gallery = training_gallery(model, result["train_features"], train_rows, images_dir, class_ids, spec, device)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from landmarks.devices import resolve_num_workers, select_device
 from tests.conftest import make_spec
-from landmarks.transforms import AUGMENT_PRESETS, eval_transform, preprocess_config, preprocess_uint8, train_transform
+from landmarks.transforms import AUGMENT_PRESETS, eval_transform, preprocess_config, preprocess_uint8, train_inputs
 
 PRE = preprocess_config(image_size=48, mean=[0.5, 0.4, 0.3], std=[0.25, 0.2, 0.2])
 
@@ -17,10 +17,17 @@ def _photo(w: int = 90, h: int = 60) -> Image.Image:
     return Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
+def augmented(images: list[Image.Image], augment: str) -> torch.Tensor:
+    """What training feeds the model: the workers' transform, then the batch transform on the device."""
+    worker, prepare = train_inputs(**PRE, augment=augment)
+    batch = torch.stack([worker(img) for img in images])
+    return prepare(batch) if prepare is not None else batch
+
+
 @pytest.mark.parametrize("augment", AUGMENT_PRESETS)
 def test_every_augmentation_preset_yields_the_configured_image_size(augment: str) -> None:
-    out = train_transform(**PRE, augment=augment)(_photo())
-    assert out.shape == (3, 48, 48) and out.dtype == torch.float32
+    out = augmented([_photo(), _photo(60, 90)], augment)
+    assert out.shape == (2, 3, 48, 48) and out.dtype == torch.float32
 
 
 def test_image_size_param_sets_both_crop_and_resize() -> None:
@@ -31,7 +38,7 @@ def test_image_size_param_sets_both_crop_and_resize() -> None:
 
 def test_unknown_augmentation_preset_is_a_one_line_error() -> None:
     with pytest.raises(ValueError, match="augment='heavy'.*paper, strong"):
-        train_transform(**PRE, augment="heavy")
+        train_inputs(**PRE, augment="heavy")
 
 
 def test_eval_transform_is_exactly_the_predictor_preprocessing() -> None:
@@ -49,9 +56,18 @@ def test_normalisation_uses_the_given_mean_and_std() -> None:
 
 def test_paper_augmentation_flips_and_crops_but_keeps_colours() -> None:
     torch.manual_seed(0)
-    t = train_transform(**PRE, augment="paper")
     flat = Image.new("RGB", (64, 64), (128, 102, 77))
-    assert torch.allclose(t(flat), eval_transform(**PRE)(flat), atol=1e-5)
+    out = augmented([flat] * 4, "paper")
+    assert torch.allclose(out, eval_transform(**PRE)(flat).expand(4, -1, -1, -1), atol=1e-5)
+
+
+def test_training_workers_hand_over_uint8_crops_and_the_device_normalises() -> None:
+    worker, prepare = train_inputs(**PRE, augment="strong")
+    crop = worker(_photo())
+    assert crop.dtype == torch.uint8 and crop.shape == (3, 48, 48)
+    assert prepare is not None and prepare(crop[None]).dtype == torch.float32
+    worker, prepare = train_inputs(**PRE, augment="none")  # cached features must be the predictor's own
+    assert prepare is None and torch.equal(worker(_photo()), eval_transform(**PRE)(_photo()))
 
 
 def test_auto_device_is_the_cpu_without_an_accelerator() -> None:
