@@ -60,17 +60,28 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loader_alone(loader, prepare, device: torch.device) -> tuple[float, float]:
-    """(images/s, seconds to the first batch) of the input path, batches moved to and augmented on the device."""
+def loader_alone(loader, prepare, device: torch.device) -> tuple[float, float, float]:
+    """(images/s and images per CPU-second of this process after the first batch, seconds to the first
+    batch) of the input path, batches moved to and augmented on the device (CPU-seconds: without workers)."""
     start, first, n = time.perf_counter(), None, 0
     for images, _ in loader:
-        x = prepare(images.to(device, non_blocking=True))
-        n += len(x)
-        if first is None:
+        x = images.to(device, non_blocking=True)
+        x = prepare(x) if prepare is not None else x
+        if first is None:  # start-up (worker spawn, first batch) is reported apart from the steady rate
             sync(device)
-            first = time.perf_counter() - start
+            first, start, cpu = time.perf_counter() - start, time.perf_counter(), cpu_seconds()
+            continue
+        n += len(x)
     sync(device)
-    return n / (time.perf_counter() - start), first or 0.0
+    return n / (time.perf_counter() - start), n / (cpu_seconds() - cpu), first or 0.0
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the loader's workers, once they exit)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def step_alone(model, optimizer, scheduler, criterion, device, batch: int, size: int, steps: int) -> float:
@@ -132,7 +143,10 @@ def main() -> None:
         pre = preprocess_config(image_size=args.image_size, mean=MEAN, std=STD)
         worker, prepare = train_inputs(**pre, augment=args.augment)
         dataset = LandmarkDataset(frame, root / "images", class_ids, worker)
-        loader = make_loader(dataset, batch_size=args.batch_size, train=True, seed=0, num_workers=workers, device=device)
+        # as training does it: augmentation batched on a GPU, in the loader's workers on a CPU
+        in_loader, prepare = (prepare, None) if device.type == "cpu" else (None, prepare)
+        loader = make_loader(dataset, batch_size=args.batch_size, train=True, seed=0, num_workers=workers, device=device,
+                             batch_transform=in_loader)
 
         torch.manual_seed(0)
         model = build_model(args.model, num_classes=len(class_ids), pretrained=False).to(device)
@@ -144,12 +158,13 @@ def main() -> None:
         scheduler = build_scheduler(optimizer, name="none", epochs=1, steps_per_epoch=1)
         criterion = nn.CrossEntropyLoss()
 
-        loader_rate, first_batch = loader_alone(loader, prepare, device)
-        print(f"loader alone: {loader_rate:.0f} images/s ({loader_rate / cores:.0f} per core); first batch after "
-              f"{first_batch:.2f} s (worker start-up)", flush=True)
+        loader_rate, per_cpu_s, first_batch = loader_alone(loader, prepare, device)
+        per_core = loader_rate / max(1, min(cores, workers)) if workers else per_cpu_s
+        print(f"loader alone: {loader_rate:.0f} images/s, {per_core:.0f} per core ({workers} workers on {cores} cores); "
+              f"first batch after {first_batch:.2f} s (worker start-up)", flush=True)
         t0 = time.perf_counter()
-        step_rate = step_alone(net, optimizer, scheduler, criterion, device, args.batch_size, args.image_size,
-                               steps=max(5, min(50, len(loader))))
+        steps = min(50, len(loader)) if device.type == "cuda" else 3
+        step_rate = step_alone(net, optimizer, scheduler, criterion, device, args.batch_size, args.image_size, steps)
         print(f"step alone: {step_rate:.0f} images/s (first steps, compile and autotune included: "
               f"{time.perf_counter() - t0:.1f} s in all)", flush=True)
         start = time.perf_counter()
@@ -161,7 +176,7 @@ def main() -> None:
         if device.type == "cpu":
             old = old_path(frame, root, args.image_size, min(len(frame), 128))
             print(f"previous input path (PIL decode + PIL augmentation, one process): {old:.0f} images/s per core; "
-                  f"loader now {loader_rate / cores:.0f} per core: {loader_rate / cores / old:.2f}x")
+                  f"now {per_core:.0f} per core: {per_core / old:.2f}x")
     print(f"ratio epoch/step-only: {epoch_rate / step_rate:.3f}")
 
 

@@ -256,6 +256,7 @@ class TrainParams:
     dropout: float = p(number(0.0, 1.0, hi_open=True))
     device: str = p(choice(*DEVICES))
     num_workers: int | str = p(either(choice("auto"), integer(0)))
+    compile: bool = p(boolean)
 
 
 @dataclass(frozen=True)

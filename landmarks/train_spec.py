@@ -44,6 +44,7 @@ class TrainSpec:
     device: str
     num_workers: int | str
     seed: int
+    compile: bool = False  # torch.compile the model (a GPU's first steps pay for it; later ones run faster)
     cache_features: bool = False  # the backbone is frozen: compute its features once, train only the head
 
     @property
@@ -73,7 +74,7 @@ class TrainSpec:
 
 def _optimisation(p: TrainParams, seed: int) -> dict[str, Any]:
     keys = ("augment", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "scheduler", "warmup_epochs",
-            "step_size", "gamma", "label_smoothing", "device", "num_workers")
+            "step_size", "gamma", "label_smoothing", "device", "num_workers", "compile")
     return {**{k: getattr(p, k) for k in keys}, "seed": seed}
 
 
