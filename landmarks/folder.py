@@ -43,7 +43,7 @@ def scan_folder(root: str | Path) -> FolderScan:
     the files under `root`/_no_landmark/ become distractors."""
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"folder.path={str(root)!r} is not a folder; create it with one sub-folder per landmark")
+        raise ValueError("it is not a folder; create it with one sub-folder of photos per landmark")
     entries = sorted(root.iterdir(), key=lambda p: p.name)
     folders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     landmarks = [p for p in folders if p.name != NO_LANDMARK_FOLDER]
