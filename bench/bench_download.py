@@ -2,15 +2,18 @@
 
 A local server (a forked process, so it does not share our GIL) serves 2,000 generated JPEGs of
 a few KB to ~100 KB and adds 50 ms of latency to every request, like a distant server. Our
-downloader (params.yaml's `download` settings: 32 workers, full decode + resize + JPEG encode +
-atomic write per image) fetches all 2,000; the sequential loop only GETs the bytes, and is timed
-on the first 200 and extrapolated (at ~50 ms per request it would take ~2 minutes for all).
-Target: ours >= 20x the sequential rate.   Run from the repo root: `python bench/bench_download.py`.
+downloader (params.yaml's `download` settings: 32 workers in one process per usable core, full
+decode + resize + JPEG encode + atomic write per image) fetches all 2,000; the sequential loop
+only GETs the bytes, and is timed on the first 200 and extrapolated (at ~50 ms per request it
+would take ~2 minutes for all). Besides the rate: the CPU per image (this process and its worker
+processes, not the server) and the rate per usable core, the figure to compare across machines.
+Target: ours >= 20x the sequential rate.   Run from the repo root: `python bench/bench_download.py`
+(`--processes 1` for the downloader in one process, as before worker processes).
 """
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import resource
 import sys
 import tempfile
@@ -26,14 +29,16 @@ sys.path.insert(0, str(REPO))  # for tests.faultserver when run as a script
 
 from landmarks.download import download_images  # noqa: E402
 from landmarks.params import load_params  # noqa: E402
+from landmarks.workers import resolve_processes, usable_cores  # noqa: E402
 from tests.faultserver import FaultServer, Respond, make_jpeg  # noqa: E402
 
 LATENCY = 0.05
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process (not the server)
-    return usage.ru_utime + usage.ru_stime
+    """All threads of this process, and of the worker processes it has waited for (the download's,
+    once it returns; not the server's, which ends last)."""
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
 def make_images(count: int, seed: int = 0) -> list[bytes]:
@@ -51,9 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--sequential", type=int, default=200, help="how many the sequential loop fetches")
+    parser.add_argument("--processes", help="override download.processes (auto or a number)")
     args = parser.parse_args()
 
     cfg = load_params(REPO / "params.yaml").download
+    if args.processes:
+        cfg = dataclasses.replace(cfg, processes=args.processes if args.processes == "auto" else int(args.processes))
+    processes, cores = resolve_processes(cfg.processes, cfg.workers), usable_cores()
     distinct = make_images(100)  # served under many URLs: the content is not what is measured
     sizes = [len(b) for b in distinct]
     server = FaultServer(latency=LATENCY)
@@ -74,12 +83,13 @@ def main() -> None:
         if result.downloaded != args.images:
             sys.exit(f"error: only {result.downloaded} of {args.images} downloaded: {result.failures_by_reason}")
         ours = args.images / ours_s
-        print(f"ours ({cfg.workers} workers, decode+resize+encode+store): {args.images} images in {ours_s:.1f} s "
-              f"= {ours:.0f} images/s")
+        print(f"ours ({cfg.workers} workers in {processes} process{'es' if processes > 1 else ''}, "
+              f"decode+resize+encode+store): {args.images} images in {ours_s:.1f} s = {ours:.0f} images/s "
+              f"= {ours / cores:.0f} images/s per core ({cores} usable)")
         # CPU-bound on small machines: if this is well below the core count, other processes
         # were competing for the CPU and the rate above understates the downloader.
         print(f"  CPU: {ours_cpu / args.images * 1000:.1f} ms per image, {ours_cpu / ours_s:.2f} of "
-              f"{os.cpu_count()} cores busy on average")
+              f"{cores} cores busy on average")
 
         start = time.perf_counter()
         for _, url, _ in rows[: args.sequential]:

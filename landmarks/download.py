@@ -7,16 +7,20 @@ a worker longer, however slowly it drips its bytes), size-limited, redirect-chec
 decoded (decompression-bomb limit), resized and stored atomically as
 `<images>/<landmark_id>/<id>.jpg`. Every row ends as an image or as a failure with a short
 reason; nothing is dropped silently. Images already stored are skipped, so a killed run resumes.
+
+Decoding, resizing and encoding cost more CPU than the requests (and requests' own Python holds
+the GIL), so with more than one usable core the rows are spread over worker processes
+(`download.processes`, landmarks.workers), each running its share of the `download.workers`
+threads with its own session; the results come back to one progress bar and one DownloadResult,
+the same as from one process.
 """
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
-import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,7 @@ from landmarks.http import (
 )
 from landmarks.imageio import ImageError, decode_image, encode_jpeg, resize_shorter
 from landmarks.params import DownloadParams
+from landmarks.workers import resolve_processes, run_in_processes, run_in_threads
 
 FAILURE_COLUMNS = ("id", "url", "landmark_id", "reason")
 # Redirects may only lead to the web: a `file://` or `ftp://` Location from a remote server must
@@ -144,6 +149,13 @@ def download_one(session: requests.Session, url: str, target: Path, cfg: Downloa
     return None
 
 
+def _image_worker(cfg: DownloadParams, max_backoff: float, threads: int) -> Callable[[tuple], str | None]:
+    """download_one for a worker process: (url, target, schemes) -> reason, over the process's own
+    session (connections cannot be shared between processes), pooled for its `threads`."""
+    session = make_session(cfg.user_agent, threads, MAX_REDIRECTS)
+    return lambda task: download_one(session, task[0], task[1], cfg, task[2], max_backoff)
+
+
 _unexpected_lock = threading.Lock()
 _unexpected_seen = 0
 
@@ -152,7 +164,7 @@ def _log_unexpected(url: str, exc: Exception) -> None:
     global _unexpected_seen
     with _unexpected_lock:
         _unexpected_seen += 1
-        if _unexpected_seen <= 5:  # enough to diagnose without flooding the log
+        if _unexpected_seen <= 5:  # per process: enough to diagnose without flooding the log
             print(f"download: unexpected {type(exc).__name__} for {url}: {exc}", file=sys.stderr, flush=True)
 
 
@@ -261,7 +273,8 @@ def download_images(
 
     Landmark rows may use `allowed_schemes` (the dataset's), distractor rows DISTRACTOR_SCHEMES.
     Files already at their target are kept (atomic writes mean they are complete); files in
-    `images_dir` that no row targets are deleted first.
+    `images_dir` that no row targets are deleted first. The work runs in cfg.processes worker
+    processes (fewer for a few rows), or in this one, over `session` if one is given.
     """
     images_dir = Path(images_dir)
     rows = rows.reset_index(drop=True)
@@ -273,16 +286,24 @@ def download_images(
     present = [t is not None and t.is_file() for t in targets]
     todo = [i for i, t in enumerate(targets) if t is not None and not present[i]]
 
-    session = session or make_session(cfg.user_agent, cfg.workers, MAX_REDIRECTS)
     urls = rows["url"].tolist()
     schemes = [row_schemes(_parse_landmark_id(v), allowed_schemes) for v in rows["landmark_id"]]
+    processes = 1 if session is not None else min(resolve_processes(cfg.processes, cfg.workers), max(1, len(todo)))
+    if processes == 1:
+        session = session or make_session(cfg.user_agent, cfg.workers, MAX_REDIRECTS)
+        results = run_in_threads(todo, lambda i: download_one(session, urls[i], targets[i], cfg, schemes[i], max_backoff),
+                                 cfg.workers)
+    else:  # started here, before the progress bar starts its monitor thread
+        results = run_in_processes(((i, (urls[i], targets[i], schemes[i])) for i in todo), _image_worker,
+                                   (cfg, max_backoff), processes=processes, threads=cfg.workers)
     failed = sum(r is not None for r in reasons)
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo) - failed, unit="img", desc="download",
-               disable=not progress, smoothing=0.05, dynamic_ncols=True)
-    bar.set_postfix(failed=failed, refresh=False)
     downloaded = 0
-    try:
-        for i, reason in _run_parallel(todo, lambda i: download_one(session, urls[i], targets[i], cfg, schemes[i], max_backoff), cfg.workers):
+    # closing: on Ctrl-C or an error the workers end here, not whenever the iterator is collected.
+    with contextlib.closing(results), tqdm(total=len(rows), initial=len(rows) - len(todo) - failed, unit="img",
+                                           desc="download", disable=not progress, smoothing=0.05,
+                                           dynamic_ncols=True) as bar:
+        bar.set_postfix(failed=failed, refresh=False)
+        for i, reason in results:
             reasons[i] = reason
             if reason is None:
                 downloaded += 1
@@ -290,8 +311,6 @@ def download_images(
                 failed += 1
                 bar.set_postfix(failed=failed, refresh=False)
             bar.update(1)
-    finally:
-        bar.close()
 
     failed_rows = [i for i, r in enumerate(reasons) if r is not None]
     failures = rows.loc[failed_rows, ["id", "url", "landmark_id"]].copy()
@@ -307,34 +326,3 @@ def download_images(
         failures=failures.reset_index(drop=True), images_per_class=usable, distractors=distractors,
     )
 
-
-def _run_parallel(items: list[int], fn: Callable[[int], str | None], workers: int) -> Iterator[tuple[int, str | None]]:
-    """Yield (item, fn(item)) as they complete, keeping a few tasks per worker queued: memory stays
-    flat for any number of rows, and each completion costs O(1) (a queue), not a scan of futures."""
-    done: queue.SimpleQueue = queue.SimpleQueue()
-
-    def task(item: int) -> None:
-        try:
-            done.put((item, fn(item), None))
-        except BaseException as e:  # re-raised in the caller's thread
-            done.put((item, None, e))
-
-    pending = iter(items)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
-    try:
-        running = 0
-        for item in itertools.islice(pending, 4 * workers):
-            pool.submit(task, item)
-            running += 1
-        while running:
-            item, result, error = done.get()
-            running -= 1
-            if error is not None:
-                raise error
-            for nxt in itertools.islice(pending, 1):
-                pool.submit(task, nxt)
-                running += 1
-            yield item, result
-    finally:
-        # On Ctrl-C (or an error) drop queued work; running requests end within their timeouts.
-        pool.shutdown(wait=False, cancel_futures=True)

@@ -203,6 +203,7 @@ class FolderParams:
 @dataclass(frozen=True)
 class DownloadParams:
     workers: int = p(integer(1))
+    processes: int | str = p(either(choice("auto"), integer(1)))  # auto: one per usable core
     image_size: int = p(integer(16))
     connect_timeout: float = p(number(0.0, 3600.0, lo_open=True))
     read_timeout: float = p(number(0.0, 3600.0, lo_open=True))

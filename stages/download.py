@@ -19,6 +19,7 @@ import pandas as pd
 
 from landmarks.download import FAILURE_COLUMNS, download_images
 from landmarks.gldv2 import TRAIN_COLUMNS, url_schemes
+from landmarks.workers import resolve_processes
 from stages.common import log, stage_params, write_json
 
 
@@ -38,7 +39,8 @@ def main() -> None:
     missing = [c for c in TRAIN_COLUMNS if c not in rows.columns]
     if missing:
         sys.exit(f"error: {args.selected} lacks column(s) {', '.join(missing)}")
-    log(f"download: {len(rows):,} selected images -> {args.images} ({cfg.workers} workers)")
+    log(f"download: {len(rows):,} selected images -> {args.images} "
+        f"({cfg.workers} workers in {resolve_processes(cfg.processes, cfg.workers)} processes)")
 
     result = download_images(rows, args.images, cfg, allowed_schemes=url_schemes(params.dataset))
 

@@ -312,7 +312,7 @@ def test_prune_images_on_a_missing_folder_is_a_no_op(tmp_path):
 
 
 @pytest.mark.parametrize("key,value", [
-    ("workers", 0), ("workers", 2.5), ("image_size", -1), ("connect_timeout", 0), ("read_timeout", "fast"),
+    ("workers", 0), ("workers", 2.5), ("processes", 0), ("processes", "all"), ("image_size", -1), ("connect_timeout", 0), ("read_timeout", "fast"),
     ("max_retries", -1), ("backoff", -1.0), ("max_bytes", 0), ("max_pixels", True), ("user_agent", ""),
     ("deadline", 0), ("deadline", 86401), ("deadline", "3 min"), ("deadline", float("inf")),
 ])

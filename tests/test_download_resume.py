@@ -44,7 +44,8 @@ def make_project(root: Path, server: FaultServer) -> Path:
     root.mkdir(parents=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"] = "gldv2"
-    params["download"].update(workers=8, image_size=48, connect_timeout=2.0, read_timeout=5.0, max_retries=1, backoff=0.01)
+    # Two worker processes whatever the machine: a kill must leave no partial image behind them either.
+    params["download"].update(workers=8, processes=2, image_size=48, connect_timeout=2.0, read_timeout=5.0, max_retries=1, backoff=0.01)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     server.rows.to_csv(root / "selected.csv", index=False)
     return root
