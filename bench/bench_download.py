@@ -3,12 +3,13 @@
 A local server (a forked process, so it does not share our GIL) serves 2,000 generated JPEGs of
 a few KB to ~100 KB and adds 50 ms of latency to every request, like a distant server. Our
 downloader (params.yaml's `download` settings: 32 workers in one process per usable core, full
-decode + resize + JPEG encode + atomic write per image) fetches all 2,000; the sequential loop
+decode + resize + JPEG encode + atomic write per image) fetches all 2,000, first in one process (as before worker processes)
+and then as params.yaml says, and prints the ratio of the two; the sequential loop
 only GETs the bytes, and is timed on the first 200 and extrapolated (at ~50 ms per request it
 would take ~2 minutes for all). Besides the rate: the CPU per image (this process and its worker
 processes, not the server) and the rate per usable core, the figure to compare across machines.
 Target: ours >= 20x the sequential rate.   Run from the repo root: `python bench/bench_download.py`
-(`--processes 1` for the downloader in one process, as before worker processes).
+(`--processes N` to compare N worker processes with one).
 """
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import requests
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.faultserver when run as a script
 
 from landmarks.download import download_images  # noqa: E402
-from landmarks.params import load_params  # noqa: E402
+from landmarks.params import DownloadParams, load_params  # noqa: E402
 from landmarks.workers import resolve_processes, usable_cores  # noqa: E402
 from tests.faultserver import FaultServer, Respond, make_jpeg  # noqa: E402
 
@@ -52,6 +54,24 @@ def make_images(count: int, seed: int = 0) -> list[bytes]:
     return images
 
 
+def timed_download(frame: pd.DataFrame, cfg: DownloadParams, processes: int, cores: int) -> float:
+    """Download every row into a temp folder with `cfg`; print the rate and CPU; return images/s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start, cpu_start = time.perf_counter(), cpu_seconds()
+        result = download_images(frame, Path(tmp) / "images", cfg, progress=False)
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    if result.downloaded != len(frame):
+        sys.exit(f"error: only {result.downloaded} of {len(frame)} downloaded: {result.failures_by_reason}")
+    rate = len(frame) / seconds
+    print(f"ours ({cfg.workers} workers in {processes} process{'es' if processes > 1 else ''}, "
+          f"decode+resize+encode+store): {len(frame)} images in {seconds:.1f} s = {rate:.0f} images/s "
+          f"= {rate / cores:.0f} images/s per core ({cores} usable)")
+    # CPU-bound on small machines: if this is well below the core count, other processes
+    # (the server here) were competing for the CPU and the rate above understates the downloader.
+    print(f"  CPU: {cpu / len(frame) * 1000:.1f} ms per image, {cpu / seconds:.2f} of {cores} cores busy on average")
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -73,23 +93,16 @@ def main() -> None:
     server.start_process()
     print(f"server: {args.images} images of {min(sizes) // 1024}-{max(sizes) // 1024} KB "
           f"(mean {np.mean(sizes) / 1024:.0f} KB), {LATENCY * 1000:.0f} ms latency per request")
+    torch.set_num_threads(1)  # as the download stage does: the threads are the parallelism
+    frame = pd.DataFrame(rows, columns=["id", "url", "landmark_id"])
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            start, cpu_start = time.perf_counter(), cpu_seconds()
-            result = download_images(pd.DataFrame(rows, columns=["id", "url", "landmark_id"]), Path(tmp) / "images",
-                                     cfg, progress=False)
-            ours_s = time.perf_counter() - start
-            ours_cpu = cpu_seconds() - cpu_start
-        if result.downloaded != args.images:
-            sys.exit(f"error: only {result.downloaded} of {args.images} downloaded: {result.failures_by_reason}")
-        ours = args.images / ours_s
-        print(f"ours ({cfg.workers} workers in {processes} process{'es' if processes > 1 else ''}, "
-              f"decode+resize+encode+store): {args.images} images in {ours_s:.1f} s = {ours:.0f} images/s "
-              f"= {ours / cores:.0f} images/s per core ({cores} usable)")
-        # CPU-bound on small machines: if this is well below the core count, other processes
-        # were competing for the CPU and the rate above understates the downloader.
-        print(f"  CPU: {ours_cpu / args.images * 1000:.1f} ms per image, {ours_cpu / ours_s:.2f} of "
-              f"{cores} cores busy on average")
+        # One process (the downloader before worker processes) and params' setting, side by side
+        # against the same server, so their ratio does not depend on how busy the machine is.
+        rates = {}
+        for n in dict.fromkeys((1, processes)):
+            rates[n] = ours = timed_download(frame, dataclasses.replace(cfg, processes=n), n, cores)
+        if len(rates) > 1:
+            print(f"ratio {processes} processes/1 process: {rates[processes] / rates[1]:.2f} (images/s, and per core)")
 
         start = time.perf_counter()
         for _, url, _ in rows[: args.sequential]:
