@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from landmarks.synthetic.palette import Color, Look, Tint, jitter, material, mix, scene_look
-from landmarks.synthetic.scene import SKIES, draw_background, paint_sky_and_ground
+from landmarks.synthetic.scene import SKIES, draw_background, open_outdoor, paint_sky_and_ground
 
 SKINS: list[Color] = [(230, 190, 160), (200, 150, 115), (160, 110, 80), (100, 70, 50)]
 HAIR: list[Color] = [(30, 25, 20), (80, 55, 35), (150, 110, 60), (200, 170, 110), (150, 150, 150)]
@@ -64,10 +64,7 @@ def draw_vehicle(d: ImageDraw.ImageDraw, rng: np.random.Generator, lk: Look, x0:
 
 def draw_vehicles(rng: np.random.Generator, S: int, sky: str, tint: Tint) -> Image.Image:
     """One to three vehicles seen up close from the side, on a road or a car park."""
-    horizon = int(S * rng.uniform(0.3, 0.6))
-    img, _ = paint_sky_and_ground(rng, S, horizon, sky, tint)
-    d = ImageDraw.Draw(img)
-    draw_background(d, rng, S, horizon, sky)
+    img, d, horizon = open_outdoor(rng, S, sky, tint, 0.3, 0.6)
     lk = scene_look(rng, tint)
     tarmac = lk.c(jitter(rng, (80, 80, 84), 12))
     top = horizon + (S - horizon) * rng.uniform(0.1, 0.5)

@@ -11,10 +11,10 @@ from PIL import Image, ImageDraw
 from landmarks.synthetic.palette import MATERIALS, Color, Tint, jitter, mix, scene_look, tinted
 from landmarks.synthetic.scene import (
     SKIES,
-    draw_background,
     draw_foreground,
     draw_person,
     draw_tree,
+    open_outdoor,
     paint_sky_and_ground,
 )
 
@@ -72,10 +72,7 @@ def draw_sky(rng: np.random.Generator, S: int, sky: str, tint: Tint) -> Image.Im
 
 def draw_terrain(rng: np.random.Generator, S: int, sky: str, tint: Tint) -> Image.Image:
     """Open country: rolling hills, then fields, a lake, a beach or a meadow with trees."""
-    horizon = int(S * rng.uniform(0.3, 0.62))
-    img, _ = paint_sky_and_ground(rng, S, horizon, sky, tint)
-    d = ImageDraw.Draw(img)
-    draw_background(d, rng, S, horizon, sky)
+    img, d, horizon = open_outdoor(rng, S, sky, tint, 0.3, 0.62)
     haze = SKIES[sky][1]
     land = [(80, 120, 55), (110, 130, 60), (140, 125, 80), (95, 100, 70), (60, 90, 50)]
     layers = int(rng.integers(1, 4))
@@ -128,10 +125,7 @@ def draw_terrain(rng: np.random.Generator, S: int, sky: str, tint: Tint) -> Imag
 
 def draw_street(rng: np.random.Generator, S: int, sky: str, tint: Tint) -> Image.Image:
     """A street in one-point perspective: road, pavements, low houses, lamp posts, cars and buses, people."""
-    horizon = int(S * rng.uniform(0.36, 0.55))
-    img, _ = paint_sky_and_ground(rng, S, horizon, sky, tint)
-    d = ImageDraw.Draw(img)
-    draw_background(d, rng, S, horizon, sky)
+    img, d, horizon = open_outdoor(rng, S, sky, tint, 0.36, 0.55)
     lk = scene_look(rng, tint)
     vx, focal, eye = rng.uniform(0.3, 0.7) * S, rng.uniform(0.5, 0.9) * S, rng.uniform(1.4, 1.8)
     road, walk = rng.uniform(3.0, 6.0), rng.uniform(1.5, 3.0)  # half the road's width, the pavement's: metres

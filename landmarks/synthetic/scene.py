@@ -153,6 +153,17 @@ def draw_background(d: ImageDraw.ImageDraw, rng: np.random.Generator, S: int, ho
                                  S * rng.uniform(0.03, 0.14), col)
 
 
+
+def open_outdoor(rng: np.random.Generator, S: int, sky: str, tint: Sequence[float], lo: float,
+                 hi: float) -> tuple[Image.Image, ImageDraw.ImageDraw, int]:
+    """An outdoor scene's start: sky, ground and the far background, its horizon drawn from lo..hi of S."""
+    horizon = int(S * rng.uniform(lo, hi))
+    img, _ = paint_sky_and_ground(rng, S, horizon, sky, tint)
+    d = ImageDraw.Draw(img)
+    draw_background(d, rng, S, horizon, sky)
+    return img, d, horizon
+
+
 def draw_foreground(d: ImageDraw.ImageDraw, rng: np.random.Generator, S: int, horizon: int,
                     box: tuple[float, float, float, float], tint: Sequence[float]) -> None:
     """Trees and people between the camera and the landmark (whose pixel box is `box`), sometimes an occluder."""
