@@ -4,8 +4,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's python, dvc and landmarks
 # What a temp copy of the project needs to run the pipeline (data, models and reports are produced).
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "pyproject.toml", "landmarks", "stages", "photos", ".dvc/config", ".dvcignore")
 
@@ -149,3 +152,52 @@ def run(cmd: list[str], cwd: Path, **kw: Any) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def dvc_env(root: Path) -> dict[str, str]:
+    """The environment of a `dvc` (or `git`) command in a temp project: the venv first on PATH, a HOME of its
+    own (so no global DVC or git config, and no shared cache dir, leaks in), the project importable, a git identity."""
+    return {"PATH": f"{BIN}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1", "HOME": str(root.parent), "PYTHONPATH": str(root),
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def dvc(root: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+    return run([str(BIN / "dvc"), *args], cwd=root, env=dvc_env(root), **kw)
+
+
+def git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return run(["git", *args], cwd=root, env=dvc_env(root))
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+ALL_STAGES = ["fetch_csv", "select_classes", "download", "split", "compute_stats",
+              "train_scratch", "train_transfer", "evaluate", "export_torchscript"]
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temp git+DVC project after one full `dvc repro` on tiny params, everything committed.
+
+    The slow end-to-end modules share this one run: each takes its own `copy_built` copy and never
+    changes this one."""
+    params = shrink(yaml.safe_load((REPO / "params.yaml").read_text()))
+    root = copy_project(tmp_path_factory.mktemp("built") / "project", params)
+    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "init")
+    out = dvc(root, "repro")
+    assert ran_stages(out.stdout) == ALL_STAGES, out.stdout
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "repro")
+    return root
+
+
+def copy_built(src: Path, dest: Path) -> Path:
+    """A copy of a built project (git history, workspace and DVC cache; not DVC's locks and temp files)."""
+    shutil.copytree(src, dest, symlinks=True, ignore=lambda d, names: ["tmp"] if Path(d) == src / ".dvc" else [])
+    return dest

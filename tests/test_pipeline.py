@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,40 +11,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import copy_project, run
+from tests.conftest import copy_built, dvc, ran_stages, run
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1", "HOME": str(root.parent), "PYTHONPATH": str(root),
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return run([str(BIN / "dvc"), *args], cwd=root, env=env)
-
-
-def ran_stages(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temp project after one full `dvc repro` on tiny params."""
-    from tests.conftest import REPO, shrink
-
-    params = shrink(yaml.safe_load((REPO / "params.yaml").read_text()))
-    root = copy_project(tmp_path_factory.mktemp("e2e") / "project", params)
-    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    run(["git", "init", "-q"], cwd=root)
-    run([*git, "add", "-A"], cwd=root)
-    run([*git, "commit", "-qm", "init"], cwd=root)
-    out = dvc(root, "repro")
-    assert ran_stages(out.stdout) == ["fetch_csv", "select_classes", "download", "split", "compute_stats",
-                                      "train_scratch", "train_transfer", "evaluate", "export_torchscript"], out.stdout
-    run([*git, "add", "-A"], cwd=root)
-    run([*git, "commit", "-qm", "repro"], cwd=root)
-    return root
+def pipeline(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temp project after one full `dvc repro` on tiny params (`built_project` checks that every stage ran),
+    copied: the tests below change it."""
+    return copy_built(built_project, tmp_path_factory.mktemp("e2e") / "project")
 
 
 def test_repro_writes_the_data_contract(pipeline: Path) -> None:
