@@ -2,9 +2,12 @@
 commands, end to end, on the shared tiny pipeline run (tests/conftest.py: built_project)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.slow
 CACHED_OUTS = {"data/raw", "data/selected.csv", "data/classes.csv", "data/images", "data/download_failures.csv",
                "data/splits", "data/stats.json", "models/scratch.pt", "models/transfer.pt", "models/predictor.pt"}
 SWEEP = (0.9, 0.99)          # tagging.precision: reruns only evaluate and export_torchscript
-QUEUE_DEADLINE = 420         # seconds for both queued experiments; a tiny one takes about a minute on 2 busy cores
+QUEUE_DEADLINE = 420         # seconds for both queued experiments, a hang guard: each took about 40 s on 2 busy cores
 
 
 def md5(path: Path) -> str:
@@ -136,15 +139,45 @@ def sweep(built_project: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
                 break
         else:
             pytest.fail(f"queue not done in {QUEUE_DEADLINE} s: {rows} {worker}\n{log.read_text()}")
-        elapsed = time.monotonic() - start
         shown = json.loads(dvc(root, "exp", "show", "--json").stdout)
         logs = {name: dvc(root, "queue", "logs", name).stdout for name in rows}
     finally:
-        # Workers leave by themselves 10 s after the queue empties; this makes sure none outlives the test.
+        stop_queue(root)
+    return {"root": root, "queued": queued, "rows": rows, "worker": worker, "shown": shown, "logs": logs}
+
+
+def stop_queue(root: Path, grace: float = 20) -> None:
+    """Make sure no queue worker outlives the test, even when the queue hung or DVC could not stop it.
+
+    Workers leave by themselves 10 s after the queue empties; `dvc queue stop --kill` covers a stuck task;
+    the worker's own pid file (celery writes it) is the last resort, as the worker is a daemon, not our child."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run([str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=root, env=dvc_env(root),
                        capture_output=True, timeout=60)
-    return {"root": root, "queued": queued, "rows": rows, "worker": worker, "shown": shown, "logs": logs,
-            "elapsed": elapsed}
+    pids = [int(text) for f in (root / ".dvc/tmp/exps/celery").glob("*.pid") if (text := read_or_empty(f)).isdigit()]
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if alive(pid)]
+        time.sleep(0.5)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def read_or_empty(path: Path) -> str:
+    """A pid file's content; celery removes the file as its worker exits, possibly while we look."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def experiments(shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
