@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import requests
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.faultserver when run as a script
@@ -93,7 +92,6 @@ def main() -> None:
     server.start_process()
     print(f"server: {args.images} images of {min(sizes) // 1024}-{max(sizes) // 1024} KB "
           f"(mean {np.mean(sizes) / 1024:.0f} KB), {LATENCY * 1000:.0f} ms latency per request")
-    torch.set_num_threads(1)  # as the download stage does: the threads are the parallelism
     frame = pd.DataFrame(rows, columns=["id", "url", "landmark_id"])
     try:
         # One process (the downloader before worker processes) and params' setting, side by side

@@ -28,7 +28,6 @@ from urllib.parse import urljoin, urlsplit
 
 import pandas as pd
 import requests
-import torch
 from tqdm import tqdm
 
 from landmarks.files import atomic_write_bytes
@@ -153,9 +152,6 @@ def download_one(session: requests.Session, url: str, target: Path, cfg: Downloa
 def _image_worker(cfg: DownloadParams, max_backoff: float, threads: int) -> Callable[[tuple], str | None]:
     """download_one for a worker process: (url, target, schemes) -> reason, over the process's own
     session (connections cannot be shared between processes), pooled for its `threads`."""
-    # Parallelism comes from the processes and their threads: torch's own intra-op threads would
-    # only spin beside them (resize_shorter), doubling its CPU.
-    torch.set_num_threads(1)
     session = make_session(cfg.user_agent, threads, MAX_REDIRECTS)
     return lambda task: download_one(session, task[0], task[1], cfg, task[2], max_backoff)
 

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from landmarks.download import FAILURE_COLUMNS, download_images
 from landmarks.gldv2 import TRAIN_COLUMNS, url_schemes
@@ -43,7 +42,6 @@ def main() -> None:
     log(f"download: {len(rows):,} selected images -> {args.images} "
         f"({cfg.workers} workers in {resolve_processes(cfg.processes, cfg.workers)} processes)")
 
-    torch.set_num_threads(1)  # the download threads are the parallelism; see landmarks.download._image_worker
     result = download_images(rows, args.images, cfg, allowed_schemes=url_schemes(params.dataset))
 
     args.failures.parent.mkdir(parents=True, exist_ok=True)
