@@ -8,7 +8,9 @@ from PIL import Image
 
 from landmarks.devices import resolve_num_workers, select_device
 from tests.conftest import make_spec
-from landmarks.transforms import AUGMENT_PRESETS, eval_transform, preprocess_config, preprocess_uint8, train_inputs
+from landmarks.transforms import (
+    AUGMENT_PRESETS, eval_transform, preprocess_config, preprocess_uint8, resized_shape, train_inputs,
+)
 
 PRE = preprocess_config(image_size=48, mean=[0.5, 0.4, 0.3], std=[0.25, 0.2, 0.2])
 
@@ -45,6 +47,31 @@ def test_eval_transform_is_exactly_the_predictor_preprocessing() -> None:
     img = _photo(97, 71)
     x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None]
     assert torch.equal(eval_transform(**PRE)(img), preprocess_uint8(x, **PRE)[0])
+
+
+def test_the_shorter_side_becomes_the_resize_size_and_the_longer_one_rounds_half_up() -> None:
+    for h, w in [(320, 320), (320, 427), (427, 320), (2, 5), (1, 40), (3000, 4000)]:
+        new_h, new_w = resized_shape(h, w, 292)
+        assert min(new_h, new_w) == 292 and (new_h >= new_w) == (h >= w)
+        exact = max(h, w) * 292 / min(h, w)
+        assert max(new_h, new_w) == int(exact + 0.5)  # half up, not Python's half to even
+    assert resized_shape(320, 360, 292) == (292, 329)  # 328.5: round() would give 328
+    assert preprocess_uint8(torch.zeros(1, 3, 320, 360, dtype=torch.uint8), 260, 292, [0.5] * 3, [0.5] * 3).shape[-2:] == (260, 260)
+
+
+def test_preprocessing_exports_with_a_symbolic_image_size() -> None:
+    """torch.export keeps the resize size a formula of H and W: one program for every size and orientation."""
+
+    class Preprocess(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return preprocess_uint8(x, 8, 9, [0.5] * 3, [0.25] * 3)
+
+    dims = {"x": {2: torch.export.Dim("h", min=1), 3: torch.export.Dim("w", min=1)}}
+    program = torch.export.export(Preprocess(), (torch.zeros(1, 3, 13, 11, dtype=torch.uint8),), dynamic_shapes=dims)
+    g = torch.Generator().manual_seed(0)
+    for h, w in [(11, 13), (13, 11), (9, 9), (1, 30), (41, 7)]:
+        x = torch.randint(0, 256, (1, 3, h, w), dtype=torch.uint8, generator=g)
+        assert torch.equal(program.module()(x), Preprocess()(x)), (h, w)
 
 
 def test_normalisation_uses_the_given_mean_and_std() -> None:
