@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # Every output DVC caches (dvc.yaml outs without `cache: false`), and so pushes and pulls.
 CACHED_OUTS = {"data/raw", "data/selected.csv", "data/classes.csv", "data/images", "data/download_failures.csv",
                "data/splits", "data/stats.json", "models/scratch.pt", "models/transfer.pt", "models/predictor.pt"}
-SWEEP = (0.9, 0.99)          # tagging.precision: reruns only evaluate and export_torchscript
+SWEEP = (0.9, 0.99)          # tagging.precision: reruns only evaluate and export
 QUEUE_DEADLINE = 420         # seconds for both queued experiments, a hang guard: each took about 40 s on 2 busy cores
 
 
@@ -204,7 +204,7 @@ def test_queued_sweep_runs_both_experiments_with_their_params_and_metrics(sweep:
         for model in ("scratch", "transfer"):
             assert 0 <= metrics[model]["top1"] <= metrics[model]["top5"] <= 1, metrics
         # Upstream stages were restored in the experiment's temp workspace, not rerun.
-        assert ran_stages(sweep["logs"][name]) == ["evaluate", "export_torchscript"], sweep["logs"][name]
+        assert ran_stages(sweep["logs"][name]) == ["evaluate", "export"], sweep["logs"][name]
     assert sorted(precisions.values()) == list(SWEEP), precisions
 
 
