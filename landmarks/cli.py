@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import unicodedata
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -165,20 +166,31 @@ def tag_files(
     return rows
 
 
+def load_noting_deprecations(path: str, threads: int | None) -> LoadedPredictor:
+    """load_predictor, with what it warns about the file's format (TorchScript: deprecated by torch, and
+    what to use instead) printed as one `landmarks: note:` line each rather than a Python warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        predictor = load_predictor(path, threads=threads)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"landmarks: note: {path}: {message}", file=sys.stderr)
+    return predictor
+
+
 def open_predictor(model: str | None, threads: int | None = None) -> LoadedPredictor:
     """The predictor file `model`, or the first of DEFAULT_MODELS that loads (saying so on stderr when
     one that exists did not); PredictorFileError if none does."""
     if model is not None:
-        return load_predictor(model, threads=threads)
+        return load_noting_deprecations(model, threads)
     preferred, fallback = DEFAULT_MODELS
     try:
-        return load_predictor(preferred, threads=threads)
+        return load_noting_deprecations(preferred, threads)
     except PredictorFileError as e:
         if not Path(fallback).is_file():
             raise
         if Path(preferred).exists():
             print(f"landmarks: note: {e}; using {fallback}", file=sys.stderr)
-        return load_predictor(fallback, threads=threads)
+        return load_noting_deprecations(fallback, threads)
 
 
 def cmd_tag(args: argparse.Namespace) -> int:

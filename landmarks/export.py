@@ -26,7 +26,7 @@ from landmarks.files import atomic_write_bytes
 from landmarks.openset import Tagger, open_set_scores
 from landmarks.predictor_file import (
     CLASSES_FILE, EXTRA_FILES, ONNX, ONNX_INPUT, ONNX_OPSET, ONNX_OUTPUTS, PROGRAM, TORCHSCRIPT, load_predictor,
-    onnx_bytes, predictor_bytes, predictor_format, program_bytes, quiet_jit,
+    onnx_bytes, predictor_bytes, predictor_format, program_bytes, torchscript_deprecations,
 )
 from landmarks.transforms import preprocess_uint8
 
@@ -87,11 +87,12 @@ def _predictor(tagger: Tagger, network: nn.Module, preprocess: dict[str, Any]) -
 
 def build_predictor(tagger: Tagger, preprocess: dict[str, Any]) -> torch.jit.ScriptModule:
     """Trace the tagger's network (eval mode, CPU) at the checkpoint's image size and script the uint8
-    wrapper around it. Tracing at one size is exact because preprocess_uint8 always yields image_size x image_size."""
+    wrapper around it. Tracing at one size is exact because preprocess_uint8 always yields image_size x image_size.
+    torch 2.14 warns that trace and script are deprecated; export_predictors reports that."""
     tagger = tagger.eval().cpu()
     size = int(preprocess["image_size"])
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), quiet_jit():
+    with torch.no_grad():
         network = torch.jit.trace(tagger.net, example)
         return torch.jit.script(_predictor(tagger, network, preprocess))
 
@@ -258,7 +259,8 @@ def export_predictors(
     Verified before any file is written: (a) each file, loaded back, matches the eager tagger
     (probabilities and scores) within its tolerance on `check_images` (uint8 [3, H, W]), one at a time
     and batched, and (b) it loads and runs in a fresh interpreter that imports only its runtime.
-    Either failure raises RuntimeError, and nothing is written.
+    Either failure raises RuntimeError, and nothing is written. A report's "deprecated" lists what torch
+    warned about the format while building, writing and loading it (TorchScript, from torch 2.14).
     """
     if not check_images:
         raise ValueError("export needs at least one image to check the predictor against the model")
@@ -269,17 +271,20 @@ def export_predictors(
     built: dict[Path, tuple[bytes, dict[str, Any]]] = {}
     for out_path in map(Path, out_paths):
         kind = predictor_format(out_path)
-        if kind == TORCHSCRIPT:
-            data = predictor_bytes(build_predictor(tagger, preprocess), **meta)
-        elif kind == PROGRAM:
-            data = program_bytes(build_program(tagger, preprocess), **meta)
-        else:
-            data = onnx_bytes(build_onnx(tagger, preprocess), **meta)
-        diff = max_difference(load_predictor(data, format=kind), tagger, preprocess, check_images, reference=reference)
+        # Collected for the report, so the stage says once what torch deprecates instead of a warning per call.
+        with torchscript_deprecations() as deprecated:
+            if kind == TORCHSCRIPT:
+                data = predictor_bytes(build_predictor(tagger, preprocess), **meta)
+            elif kind == PROGRAM:
+                data = program_bytes(build_program(tagger, preprocess), **meta)
+            else:
+                data = onnx_bytes(build_onnx(tagger, preprocess), **meta)
+            predictor = load_predictor(data, format=kind)
+        diff = max_difference(predictor, tagger, preprocess, check_images, reference=reference)
         if not diff <= tolerances[kind]:  # also catches nan
             raise RuntimeError(f"the {kind} predictor differs from the eager model by {diff:.3g} (> {tolerances[kind]:g})")
         built[out_path] = data, {"format": kind, "max_abs_diff": diff, "check_images": len(check_images),
-                                 "bytes": len(data), "num_classes": len(classes)}
+                                 "bytes": len(data), "num_classes": len(classes), "deprecated": deprecated}
     first = next(iter(built))
     first.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=first.parent, prefix=".export-") as tmp:

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 import zipfile
 from collections import Counter
@@ -60,14 +61,35 @@ def predictor_format(path: str | os.PathLike) -> str:
     return SUFFIXES.get(Path(path).suffix.lower(), TORCHSCRIPT)
 
 
+# torch 2.14 deprecates TorchScript: torch.jit.trace, script, save and load each warn with this.
+JIT_DEPRECATION = re.compile(r"torch\.jit.* is deprecated", re.DOTALL)
+TORCHSCRIPT_ALTERNATIVES = ("use the .pt2 (torch.export) or .onnx predictor instead; "
+                            "the .pt stays for torch versions that cannot load the .pt2")
+
+
 @contextmanager
-def quiet_jit() -> Iterator[None]:
-    """Silence torch's "torch.jit is deprecated" FutureWarnings where we write or load TorchScript on
-    purpose: it is still the format that loads with torch alone on any torch version and takes any
-    input size. The non-deprecated alternative is the .pt2 file, which the CLI prefers."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
-        yield
+def torchscript_deprecations() -> Iterator[list[str]]:
+    """Collect torch's "torch.jit.* is deprecated" FutureWarnings raised inside the block into the yielded
+    list (each message once, filled when the block ends) instead of letting every call print its own;
+    other warnings pass on. The caller reports them once, with TORCHSCRIPT_ALTERNATIVES: the deprecation
+    is handled where it arises, not filtered away."""
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield found
+    for w in caught:
+        message = str(w.message)
+        if issubclass(w.category, FutureWarning) and JIT_DEPRECATION.search(message):
+            if message not in found:
+                found.append(message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def torchscript_note(deprecations: list[str]) -> str:
+    """One line for torch's TorchScript deprecation warnings: what torch said, and what to use instead."""
+    said = "; ".join(m.split(". ")[0].strip() for m in deprecations)
+    return f"TorchScript is deprecated by torch ({said}): {TORCHSCRIPT_ALTERNATIVES}"
 
 
 # ----------------------------------------------------------------------------- classes
@@ -120,8 +142,7 @@ def predictor_bytes(predictor: torch.jit.ScriptModule, *, classes: list[dict[str
 
     extra = records(classes=classes, tagging=tagging, preprocess=preprocess)
     buf = io.BytesIO()
-    with quiet_jit():
-        torch.jit.save(predictor, buf, _extra_files=extra)
+    torch.jit.save(predictor, buf, _extra_files=extra)  # torch 2.14 warns that this is deprecated: callers decide
     return buf.getvalue()
 
 
@@ -205,8 +226,10 @@ def _load_torchscript(stream: Any, threads: int | None) -> tuple[Any, dict[str, 
     import torch
 
     extra = dict.fromkeys(EXTRA_FILES, "")
-    with quiet_jit():
+    with torchscript_deprecations() as deprecations:
         module = torch.jit.load(stream, map_location="cpu", _extra_files=extra)
+    if deprecations:  # one warning that says what to do, pointing at whoever called load_predictor
+        warnings.warn(torchscript_note(deprecations), FutureWarning, stacklevel=3)
     return module.eval(), extra
 
 

@@ -19,6 +19,7 @@ from landmarks.export import export_predictors
 from landmarks.files import sha256_file
 from landmarks.imageio import ImageError, decode_image
 from landmarks.openset import build_tagger
+from landmarks.predictor_file import torchscript_note
 from stages.common import log
 
 CHECK_IMAGES = 64
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
             f"max |predictor - model| = {report['max_abs_diff']:.2g} on {report['check_images']} test images"
             f"{f' ({skipped} unreadable skipped)' if skipped else ''}; loads in a fresh process "
             f"({runtime.get(report['format'], 'torch only')})")
+        if report["deprecated"]:
+            log(f"  note: {torchscript_note(report['deprecated'])}")
     log(f"the predictors tag when the {tagging['score']} score >= {tagging['threshold']:.4f}")
 
 

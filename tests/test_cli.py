@@ -24,6 +24,7 @@ from landmarks.openset import Tagger, build_tagger, gallery_record
 from landmarks.predictor_file import load_predictor, onnx_bytes, predictor_bytes, predictor_format, program_bytes
 from landmarks.tagging import NEVER
 from landmarks.transforms import preprocess_uint8
+from tests.test_predictor_file import torch_deprecates_jit
 from tests.test_export import (  # noqa: F401 (one_thread: autouse fixture)
     CLASSES, PREPROCESS, embed, one_thread, tiny_model, tiny_tagger,
 )
@@ -359,6 +360,40 @@ def test_every_predictor_format_tags_the_same_photos_the_same_way(
     assert main(["predict", str(photos / "good.jpg"), "--top-k", "3", "--model", str(models[suffix])]) == 0
     assert [line.split()[1] for line in ranked_lines(capsys.readouterr().out)] == \
         [line.split()[1] for line in ranked_lines(shown)]
+
+
+def test_every_format_makes_the_same_tag_decisions_at_a_threshold_that_splits_the_photos(
+        photos: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The .pt2 and .onnx files carry the open-set score and the threshold too: `landmarks tag` tags the same
+    photos, with the same landmarks, and calls the same ones "no landmark", whichever file it runs."""
+    _, rows, _ = tag_json(capsys, str(photos), "--model", str(model))
+    scores = sorted(r["score"] for r in rows if r["status"] == "ok")
+    # the widest gap between two scores with photos on both sides: no format's 1e-4 can cross it
+    gap, i = max((scores[j + 1] - scores[j], j) for j in range(len(scores) - 1))
+    assert gap > 1e-3, scores
+    threshold = (scores[i] + scores[i + 1]) / 2
+    decisions = {}
+    for suffix in (".pt", ".pt2", ".onnx"):
+        path = write_predictor(tmp_path / f"predictor{suffix}", threshold)
+        _, rows, _ = tag_json(capsys, str(photos), "--model", str(path))
+        decisions[suffix] = [(r["path"], r["status"], r["landmark_id"], r["name"]) for r in rows]
+    tagged = [d for d in decisions[".pt"] if d[1] == "ok" and d[3] != NO_LANDMARK]
+    assert 0 < len(tagged) < len(GOOD)  # the threshold splits them: some tagged, some not
+    assert decisions[".pt2"] == decisions[".pt"] and decisions[".onnx"] == decisions[".pt"]
+
+
+def test_a_torchscript_model_notes_its_deprecation_once_and_the_other_formats_say_nothing(
+        photos: Path, models: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    for suffix, path in models.items():
+        for command in ("tag", "predict"):
+            assert main([command, str(photos / "good.jpg"), "--model", str(path)]) == 0
+            notes = [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
+            if suffix == ".pt" and torch_deprecates_jit():
+                assert notes == [f"landmarks: note: {path}: TorchScript is deprecated by torch (`torch.jit.load` is "
+                                 "deprecated): use the .pt2 (torch.export) or .onnx predictor instead; the .pt stays "
+                                 "for torch versions that cannot load the .pt2"], notes
+            else:
+                assert notes == [], (suffix, notes)
 
 
 def test_without_model_the_torch_export_program_is_preferred(

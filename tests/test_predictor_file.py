@@ -17,7 +17,8 @@ from torch import nn
 
 from landmarks.predictor_file import (
     CLASSES_FILE, EXTRA_FILES, PREPROCESS_FILE, TAGGING_FILE, LoadedPredictor, PredictorFileError, display_name,
-    display_names, load_predictor, onnx_bytes, plain_json, predictor_bytes, predictor_format, program_bytes, quiet_jit,
+    display_names, load_predictor, onnx_bytes, plain_json, predictor_bytes, predictor_format, program_bytes,
+    torchscript_deprecations,
 )
 from tests.conftest import REPO
 
@@ -276,14 +277,44 @@ def test_display_names_are_unique_where_names_repeat() -> None:
     assert display_names([]) == []
 
 
-def test_quiet_jit_silences_only_the_torchscript_deprecation() -> None:
+def test_torchscript_deprecations_are_collected_once_and_other_warnings_pass() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with quiet_jit():
-            warnings.warn("`torch.jit.script` is deprecated. Please switch to `torch.compile`", FutureWarning)
+        with torchscript_deprecations() as deprecated:
+            for _ in range(2):
+                warnings.warn("`torch.jit.script` is deprecated. Please switch to `torch.compile`", FutureWarning)
             warnings.warn("something else", FutureWarning)
+            warnings.warn("`torch.jit.load` is deprecated", UserWarning)  # not the deprecation: another category
         warnings.warn("`torch.jit.load` is deprecated", FutureWarning)
-    assert [str(w.message) for w in caught] == ["something else", "`torch.jit.load` is deprecated"]
+    assert deprecated == ["`torch.jit.script` is deprecated. Please switch to `torch.compile`"]
+    assert [str(w.message) for w in caught] == ["something else", "`torch.jit.load` is deprecated",
+                                                "`torch.jit.load` is deprecated"]
+
+
+def test_loading_torchscript_warns_once_what_to_use_instead_and_the_other_formats_do_not(
+        colour_files: dict[str, Path]) -> None:
+    """torch 2.14's torch.jit.load deprecation is not hidden: it becomes one FutureWarning that names the
+    .pt2 and .onnx files, pointing at the caller."""
+    for kind, path in colour_files.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load_predictor(path)
+        futures = [w for w in caught if issubclass(w.category, FutureWarning)]
+        if kind == "torchscript" and torch_deprecates_jit():
+            assert len(futures) == 1 and futures[0].filename == __file__, [str(w.message) for w in futures]
+            assert "`torch.jit.load` is deprecated" in str(futures[0].message)
+            assert "use the .pt2 (torch.export) or .onnx predictor instead" in str(futures[0].message)
+        else:
+            assert futures == [], (kind, [str(w.message) for w in futures])
+
+
+def torch_deprecates_jit() -> bool:
+    """Whether this torch warns on torch.jit.load (2.14 does; older ones load TorchScript silently)."""
+    buf = io.BytesIO(colour_bytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.jit.load(buf)
+    return any("deprecated" in str(w.message) for w in caught)
 
 
 def test_loading_and_running_imports_nothing_but_torch(tmp_path: Path) -> None:
