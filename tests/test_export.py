@@ -4,6 +4,7 @@ checks: test_export_fresh_process.py)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -329,7 +330,8 @@ def test_export_refuses_a_predictor_that_differs_from_the_model(tmp_path: Path) 
     assert not out.exists()
 
 
-def test_export_stage_checks_and_writes_every_predictor_file(tmp_path: Path, image_tree: dict[str, Any]) -> None:
+def test_export_stage_checks_and_writes_every_predictor_file(tmp_path: Path, image_tree: dict[str, Any],
+                                                             capsys: pytest.CaptureFixture) -> None:
     from landmarks.checkpoint import load_checkpoint
     from stages import export as export_stage
 
@@ -344,6 +346,12 @@ def test_export_stage_checks_and_writes_every_predictor_file(tmp_path: Path, ima
     argv = ["--model", str(ckpt), "--tagging", str(tagging), "--splits", str(image_tree["splits"]),
             "--images", str(image_tree["images"]), "--out", *map(str, outs)]
     export_stage.main(argv)
+    err = capsys.readouterr().err
+    for out in outs:  # each file's agreement with the eager model is in the log
+        assert re.search(rf"wrote {re.escape(str(out))} \(.*max \|predictor - model\| = [0-9.e-]+ on \d+ test images", err)
+    # torch's TorchScript deprecation is said once, with what to use instead
+    notes = [line for line in err.splitlines() if "TorchScript is deprecated" in line]
+    assert len(notes) == int(torch_deprecates_jit()) and all(".pt2 (torch.export) or .onnx" in n for n in notes)
     model, loaded = load_checkpoint(ckpt)
     images = random_images([(48, 48), (40, 70)], seed=3)
     for out in outs:
