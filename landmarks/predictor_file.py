@@ -86,10 +86,19 @@ def torchscript_deprecations() -> Iterator[list[str]]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
+NOTE_PREFIX = "TorchScript is deprecated by torch ("
+
+
 def torchscript_note(deprecations: list[str]) -> str:
-    """One line for torch's TorchScript deprecation warnings: what torch said, and what to use instead."""
-    said = "; ".join(m.split(". ")[0].strip() for m in deprecations)
-    return f"TorchScript is deprecated by torch ({said}): {TORCHSCRIPT_ALTERNATIVES}"
+    """One line for torch's TorchScript deprecation warnings: what torch said, and what to use instead.
+    A note among them (load_predictor's, collected by an outer block) adds what it quoted, not itself."""
+    said: list[str] = []
+    for m in deprecations:
+        if m.startswith(NOTE_PREFIX):
+            said += m[len(NOTE_PREFIX):m.index("): ")].split("; ")
+        else:
+            said.append(m.split(". ")[0].strip())
+    return f"{NOTE_PREFIX}{'; '.join(dict.fromkeys(said))}): {TORCHSCRIPT_ALTERNATIVES}"
 
 
 # ----------------------------------------------------------------------------- classes

@@ -18,7 +18,7 @@ from torch import nn
 from landmarks.predictor_file import (
     CLASSES_FILE, EXTRA_FILES, PREPROCESS_FILE, TAGGING_FILE, LoadedPredictor, PredictorFileError, display_name,
     display_names, load_predictor, onnx_bytes, plain_json, predictor_bytes, predictor_format, program_bytes,
-    torchscript_deprecations,
+    torchscript_deprecations, torchscript_note,
 )
 from tests.conftest import REPO
 
@@ -306,6 +306,14 @@ def test_loading_torchscript_warns_once_what_to_use_instead_and_the_other_format
             assert "use the .pt2 (torch.export) or .onnx predictor instead" in str(futures[0].message)
         else:
             assert futures == [], (kind, [str(w.message) for w in futures])
+
+
+def test_the_deprecation_note_quotes_each_torch_warning_once_even_around_a_load() -> None:
+    inner = torchscript_note(["`torch.jit.load` is deprecated. Please switch to `torch.export`."])
+    note = torchscript_note(["`torch.jit.script` is deprecated. Please switch", inner, "`torch.jit.load` is deprecated"])
+    assert note == ("TorchScript is deprecated by torch (`torch.jit.script` is deprecated; `torch.jit.load` is "
+                    "deprecated): use the .pt2 (torch.export) or .onnx predictor instead; the .pt stays for torch "
+                    "versions that cannot load the .pt2")
 
 
 def torch_deprecates_jit() -> bool:
