@@ -1,10 +1,13 @@
 """The `landmarks` command: recognise landmarks in photos with the exported predictor.
 
-    landmarks predict IMAGE... [--top-k 5] [--model models/predictor.pt] [--plot out.png]
-    landmarks tag PATH... [--json] [--output FILE] [--batch-size 8] [--model models/predictor.pt]
+    landmarks predict IMAGE... [--top-k 5] [--model models/predictor.pt2] [--plot out.png]
+    landmarks tag PATH... [--json] [--output FILE] [--batch-size 8] [--model models/predictor.pt2]
 
-Both use only the predictor file (TorchScript + the classes/tagging/preprocess JSON inside it),
-so they need torch and Pillow but none of the training code. Every photo is decoded by
+Both use only a predictor file (landmarks.predictor_file: .pt2, .pt or .onnx, with the
+classes/tagging/preprocess JSON inside it), so they need torch (onnxruntime for .onnx) and Pillow
+but none of the training code. Without --model they take models/predictor.pt2, the torch.export
+program, and fall back to the TorchScript models/predictor.pt where that is missing or does not load
+(a .pt2 written by a newer torch, say). Every photo is decoded by
 landmarks.imageio.decode_image (EXIF orientation, any colour mode, decompression-bomb limit).
 
 Exit status: 0 when every file was processed, 1 when at least one file failed (its row or line
@@ -21,6 +24,7 @@ import os
 import re
 import sys
 import unicodedata
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -33,7 +37,8 @@ from landmarks.files import atomic_write_bytes
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from landmarks.predictor_file import LoadedPredictor, PredictorFileError, display_name, load_predictor
 
-DEFAULT_MODEL = "models/predictor.pt"
+# Without --model: the torch.export program, else TorchScript (deprecated by torch, but it loads on any version).
+DEFAULT_MODELS = ("models/predictor.pt2", "models/predictor.pt")
 # What a folder walk picks up; files named explicitly are always tried, whatever their extension.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 NO_LANDMARK = "no landmark"
@@ -161,8 +166,35 @@ def tag_files(
     return rows
 
 
+def load_noting_deprecations(path: str, threads: int | None) -> LoadedPredictor:
+    """load_predictor, with what it warns about the file's format (TorchScript: deprecated by torch, and
+    what to use instead) printed as one `landmarks: note:` line each rather than a Python warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        predictor = load_predictor(path, threads=threads)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"landmarks: note: {path}: {message}", file=sys.stderr)
+    return predictor
+
+
+def open_predictor(model: str | None, threads: int | None = None) -> LoadedPredictor:
+    """The predictor file `model`, or the first of DEFAULT_MODELS that loads (saying so on stderr when
+    one that exists did not); PredictorFileError if none does."""
+    if model is not None:
+        return load_noting_deprecations(model, threads)
+    preferred, fallback = DEFAULT_MODELS
+    try:
+        return load_noting_deprecations(preferred, threads)
+    except PredictorFileError as e:
+        if not Path(fallback).is_file():
+            raise
+        if Path(preferred).exists():
+            print(f"landmarks: note: {e}; using {fallback}", file=sys.stderr)
+        return load_noting_deprecations(fallback, threads)
+
+
 def cmd_tag(args: argparse.Namespace) -> int:
-    predictor = load_predictor(args.model)
+    predictor = open_predictor(args.model, args.threads)
     if predictor.threshold > 1.0:
         print("landmarks: note: this model never reached its target precision on validation, "
               "so every photo is tagged 'no landmark'", file=sys.stderr)
@@ -184,7 +216,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- predict
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    predictor = load_predictor(args.model)
+    predictor = open_predictor(args.model, args.threads)
     k = min(args.top_k, len(predictor.classes))
     resize_size = int(predictor.preprocess["resize_size"])
     failed = 0
@@ -237,11 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", default=DEFAULT_MODEL, help=f"predictor file (default {DEFAULT_MODEL})")
+        p.add_argument("--model", help="predictor file: .pt2 (torch.export), .pt (TorchScript) or .onnx "
+                                        f"(default {DEFAULT_MODELS[0]}, else {DEFAULT_MODELS[1]})")
         p.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                        help="refuse images with more pixels than this (decompression-bomb guard)")
         p.add_argument("--threads", type=_positive, default=None,
-                       help="CPU threads for inference (default: torch's choice; 1 is best on a busy machine)")
+                       help="CPU threads for inference (default: the runtime's choice; 1 is best on a busy machine)")
 
     p = sub.add_parser("predict", help="print the most likely landmarks of each photo")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos (folders are searched for images)")

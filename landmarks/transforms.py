@@ -8,7 +8,7 @@ Training crops photos in the loader's workers and augments whole batches on the 
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,14 +32,35 @@ def preprocess_config(*, image_size: int, mean: List[float], std: List[float], c
     }
 
 
+def resized_shape(h: int, w: int, resize_size: int) -> Tuple[int, int]:
+    """(height, width) of an h x w image whose shorter side is scaled to resize_size, the longer one
+    rounded half up.
+
+    Integer arithmetic, so that TorchScript, torch.export and every ONNX runtime compute the very same
+    size: a float scale leaves exact halves (a 320 x 360 photo at 292: 360 * 292/320 = 328.5) to the
+    rounding rule and the precision of each runtime. Under torch.export h and w are symbolic, and
+    sym_min keeps the size a formula of the input shape rather than a guard on which side is
+    shorter, so one exported program takes any H, W.
+    It is the size the earlier float formula (round(side * resize_size / shorter)) gave, except at
+    those exact halves, which that one rounded to even (or, through float error, either way): about 1
+    shape in 1000; a stored 320 x 360 or 320 x 1000 photo at efficientnet_lite2's 292 now gets one
+    column more. The tests pin both.
+    """
+    if torch.jit.is_scripting():
+        m = min(h, w)
+    else:
+        m = torch.sym_min(h, w)
+    # round(side * resize_size / m), half up; the shorter side comes out as resize_size exactly
+    return (2 * h * resize_size + m) // (2 * m), (2 * w * resize_size + m) // (2 * m)
+
+
 def preprocess_uint8(
     x: torch.Tensor, image_size: int, resize_size: int, mean: List[float], std: List[float]
 ) -> torch.Tensor:
-    """uint8 RGB [B,3,H,W] of any H, W -> normalised float [B,3,S,S]. TorchScript-compatible."""
-    h, w = x.shape[-2], x.shape[-1]
-    scale = float(resize_size) / float(min(h, w))
-    new_h = max(resize_size, int(round(h * scale)))
-    new_w = max(resize_size, int(round(w * scale)))
+    """uint8 RGB [B,3,H,W] of any H, W -> normalised float [B,3,S,S]. TorchScript-compatible, and
+    exportable with dynamic H, W by torch.export and torch.onnx (antialiased resize: ONNX Resize
+    with antialias=1)."""
+    new_h, new_w = resized_shape(x.shape[-2], x.shape[-1], resize_size)
     y = F.interpolate(x.float(), size=[new_h, new_w], mode="bilinear", align_corners=False, antialias=True)
     top = (new_h - image_size) // 2
     left = (new_w - image_size) // 2

@@ -175,7 +175,7 @@ def ran_stages(output: str) -> list[str]:
 
 
 ALL_STAGES = ["fetch_csv", "select_classes", "download", "split", "compute_stats",
-              "train_scratch", "train_transfer", "evaluate", "export_torchscript"]
+              "train_scratch", "train_transfer", "evaluate", "export"]
 
 
 @pytest.fixture(scope="session")

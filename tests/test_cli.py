@@ -19,9 +19,9 @@ from PIL import Image
 from torch import nn
 
 from landmarks.cli import COLUMNS, NO_LANDMARK, find_images, hashtag, load_image, main
-from landmarks.export import build_predictor
+from landmarks.export import build_onnx, build_predictor, build_program
 from landmarks.openset import Tagger, build_tagger, gallery_record
-from landmarks.predictor_file import load_predictor, predictor_bytes
+from landmarks.predictor_file import load_predictor, onnx_bytes, predictor_bytes, predictor_format, program_bytes
 from landmarks.tagging import NEVER
 from landmarks.transforms import preprocess_uint8
 from tests.test_export import (  # noqa: F401 (one_thread: autouse fixture)
@@ -38,10 +38,17 @@ BAD = {"empty.jpg": "empty_file", "truncated.jpg": "corrupt", "fake.jpg": "not_a
 
 
 def write_predictor(path: Path, threshold: float, tagger: Tagger | None = None) -> Path:
+    """A predictor file of `tagger` (default: the tiny tagger), in the format the path's extension names."""
     tagger = tagger or tiny_tagger(len(CLASSES))
-    data = predictor_bytes(build_predictor(tagger, PREPROCESS), classes=CLASSES,
-                           tagging={"threshold": threshold, "target_precision": 0.95, "score": tagger.score,
-                                    "neighbours": tagger.k}, preprocess=PREPROCESS)
+    meta = {"classes": CLASSES, "preprocess": PREPROCESS,
+            "tagging": {"threshold": threshold, "target_precision": 0.95, "score": tagger.score, "neighbours": tagger.k}}
+    kind = predictor_format(path)
+    if kind == "torchscript":
+        data = predictor_bytes(build_predictor(tagger, PREPROCESS), **meta)
+    elif kind == "torch.export":
+        data = program_bytes(build_program(tagger, PREPROCESS), **meta)
+    else:
+        data = onnx_bytes(build_onnx(tagger, PREPROCESS), **meta)
     path.write_bytes(data)
     return path
 

@@ -62,7 +62,7 @@ def local_imports(path: Path) -> set[str]:
 
 def test_the_dag_is_the_product_pipeline() -> None:
     assert list(STAGES) == ["fetch_csv", "select_classes", "download", "split", "compute_stats",
-                            "train_scratch", "train_transfer", "evaluate", "export_torchscript"]
+                            "train_scratch", "train_transfer", "evaluate", "export"]
 
 
 @pytest.mark.parametrize("name", list(STAGES))

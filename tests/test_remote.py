@@ -22,8 +22,9 @@ pytestmark = pytest.mark.slow
 
 # Every output DVC caches (dvc.yaml outs without `cache: false`), and so pushes and pulls.
 CACHED_OUTS = {"data/raw", "data/selected.csv", "data/classes.csv", "data/images", "data/download_failures.csv",
-               "data/splits", "data/stats.json", "models/scratch.pt", "models/transfer.pt", "models/predictor.pt"}
-SWEEP = (0.9, 0.99)          # tagging.precision: reruns only evaluate and export_torchscript
+               "data/splits", "data/stats.json", "models/scratch.pt", "models/transfer.pt", "models/predictor.pt",
+               "models/predictor.pt2", "models/predictor.onnx"}
+SWEEP = (0.9, 0.99)          # tagging.precision: reruns only evaluate and export
 QUEUE_DEADLINE = 420         # seconds for both queued experiments, a hang guard: each took about 40 s on 2 busy cores
 
 
@@ -89,7 +90,8 @@ def test_after_pull_repro_runs_no_stage(team: dict[str, Any]) -> None:
     assert "Data and pipelines are up to date." in team["status"], team["status"]
     assert ran_stages(team["repro"]) == [], team["repro"]
     clone, origin = team["clone"], team["origin"]
-    for out in ("models/predictor.pt", "models/transfer.pt", "data/stats.json"):
+    for out in ("models/predictor.pt", "models/predictor.pt2", "models/predictor.onnx", "models/transfer.pt",
+                "data/stats.json"):
         assert md5(clone / out) == md5(origin / out), out
     assert git(clone, "status", "--porcelain").stdout == ""
 
@@ -204,7 +206,7 @@ def test_queued_sweep_runs_both_experiments_with_their_params_and_metrics(sweep:
         for model in ("scratch", "transfer"):
             assert 0 <= metrics[model]["top1"] <= metrics[model]["top5"] <= 1, metrics
         # Upstream stages were restored in the experiment's temp workspace, not rerun.
-        assert ran_stages(sweep["logs"][name]) == ["evaluate", "export_torchscript"], sweep["logs"][name]
+        assert ran_stages(sweep["logs"][name]) == ["evaluate", "export"], sweep["logs"][name]
     assert sorted(precisions.values()) == list(SWEEP), precisions
 
 

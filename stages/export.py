@@ -1,7 +1,9 @@
-"""Stage export_torchscript: the transfer model as one TorchScript file that needs only torch to run.
+"""Stage export: the transfer model as deployable predictor files, one per --out path, the format
+following the extension: .pt TorchScript, .pt2 torch.export, .onnx ONNX (landmarks.predictor_file).
 
-The predictor is verified before it is written: on up to CHECK_IMAGES test images it must match
-the eager model (probabilities and open-set scores) within 1e-5, and it must load and run in a fresh interpreter that imports only torch.
+Every file is verified before any is written: on up to CHECK_IMAGES test images it must match the
+eager model (probabilities and open-set scores) within its tolerance (1e-5; ONNX 1e-4), and it must
+load and run in a fresh interpreter that imports only its runtime (torch; onnxruntime for ONNX).
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from landmarks.checkpoint import load_checkpoint
 from landmarks.data import image_path, read_split
-from landmarks.export import export_predictor
+from landmarks.export import export_predictors
 from landmarks.files import sha256_file
 from landmarks.imageio import ImageError, decode_image
 from landmarks.openset import build_tagger
+from landmarks.predictor_file import torchscript_note
 from stages.common import log
 
 CHECK_IMAGES = 64
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tagging", required=True, help="tagging.json written by the evaluate stage for this checkpoint")
     parser.add_argument("--splits", required=True, help="folder with test.csv (images used to check the export)")
     parser.add_argument("--images", required=True, help="image root: <images>/<landmark_id>/<id>.jpg")
-    parser.add_argument("--out", required=True, help="predictor file to write")
+    parser.add_argument("--out", required=True, nargs="+", help="predictor files to write (.pt, .pt2, .onnx)")
     args = parser.parse_args(argv)
 
     model, ckpt = load_checkpoint(args.model)
@@ -51,12 +54,17 @@ def main(argv: list[str] | None = None) -> None:
             skipped += 1
             log(f"  skipping unreadable check image {iid}: {e}")
     tagger = build_tagger(model, ckpt, score=tagging["score"], k=tagging["neighbours"])
-    report = export_predictor(tagger, classes=ckpt["classes"], preprocess=ckpt["preprocess"], tagging=tagging,
-                              check_images=images, out_path=args.out)
-    log(f"wrote {args.out}: {report['num_classes']} classes, {report['bytes'] / 1e6:.1f} MB; "
-        f"max |predictor - model| = {report['max_abs_diff']:.2g} on {report['check_images']} test images"
-        f"{f' ({skipped} unreadable skipped)' if skipped else ''}; loads in a fresh torch-only process; "
-        f"tags when the {tagging['score']} score >= {tagging['threshold']:.4f}")
+    reports = export_predictors(tagger, classes=ckpt["classes"], preprocess=ckpt["preprocess"], tagging=tagging,
+                                check_images=images, out_paths=args.out)
+    runtime = {"onnx": "onnxruntime, no torch"}
+    for path, report in reports.items():
+        log(f"wrote {path} ({report['format']}): {report['num_classes']} classes, {report['bytes'] / 1e6:.1f} MB; "
+            f"max |predictor - model| = {report['max_abs_diff']:.2g} on {report['check_images']} test images"
+            f"{f' ({skipped} unreadable skipped)' if skipped else ''}; loads in a fresh process "
+            f"({runtime.get(report['format'], 'torch only')})")
+        if report["deprecated"]:
+            log(f"  note: {torchscript_note(report['deprecated'])}")
+    log(f"the predictors tag when the {tagging['score']} score >= {tagging['threshold']:.4f}")
 
 
 if __name__ == "__main__":
