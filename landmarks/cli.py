@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from landmarks.batching import DEFAULT_BATCH_SIZE, PredictionFailed, predict_in_batches
+from landmarks.batching import DEFAULT_BATCH_SIZE, PredictionFailed, Result, predict_in_batches
 from landmarks.files import atomic_write_bytes
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from landmarks.predictor_file import LoadedPredictor, PredictorFileError, display_name, load_predictor
@@ -45,6 +45,9 @@ NO_LANDMARK = "no landmark"
 MAX_ASPECT = 50  # panoramas are ~10:1; beyond this a file is not a photo we can classify
 CATEGORY_FIELDS = ("category", "wikidata_id", "latitude", "longitude")
 COLUMNS = ("path", "status", "landmark_id", "name", "hashtag", "confidence", "score", *CATEGORY_FIELDS, "error")
+TOP_K = 5
+# A JSON row is COLUMNS plus `top5` (the most probable landmarks, what the service's page charts); CSV stays flat.
+FIELDS = (*COLUMNS, "top5")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -67,10 +70,10 @@ def find_images(paths: Iterable[str]) -> list[Path]:
     return list(dict.fromkeys(found))  # the same file given twice is processed once
 
 
-def load_image(path: str | os.PathLike, *, resize_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Decode a photo into uint8 [3, H, W]. JPEGs are decoded at reduced size (draft mode) when they
-    are much bigger than the predictor's resize size. Raises ImageError or OSError."""
-    img = decode_image(path, max_pixels=max_pixels, draft_size=resize_size)
+def load_image(source: bytes | str | os.PathLike, *, resize_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Decode a photo (a path, or the bytes of an upload) into uint8 [3, H, W]. JPEGs are decoded at reduced
+    size (draft mode) when they are much bigger than the predictor's resize size. Raises ImageError or OSError."""
+    img = decode_image(source, max_pixels=max_pixels, draft_size=resize_size)
     w, h = img.size
     if max(w, h) > MAX_ASPECT * min(w, h):
         # The predictor scales the shorter side up to resize_size: a 1x100000 strip would need gigabytes.
@@ -78,10 +81,10 @@ def load_image(path: str | os.PathLike, *, resize_size: int, max_pixels: int = D
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def read_image(path: Path, *, resize_size: int, max_pixels: int) -> torch.Tensor | Exception:
+def read_image(source: bytes | str | os.PathLike, *, resize_size: int, max_pixels: int) -> torch.Tensor | Exception:
     """load_image, or the ImageError/OSError that says why the file is not a usable photo."""
     try:
-        return load_image(path, resize_size=resize_size, max_pixels=max_pixels)
+        return load_image(source, resize_size=resize_size, max_pixels=max_pixels)
     except (ImageError, OSError) as e:
         return e
 
@@ -117,16 +120,25 @@ def _blank(value: Any) -> Any:
     return None if value is None or value == "" or (isinstance(value, float) and value != value) else value
 
 
-def result_row(path: Path, probs: np.ndarray | None, score: float | None, predictor: LoadedPredictor,
+def ranked(probs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k most probable classes, most probable first (ties in class order)."""
+    return np.argsort(-probs, kind="stable")[:k]
+
+
+def result_row(path: str | os.PathLike, probs: np.ndarray | None, score: float | None, predictor: LoadedPredictor,
                error: str | None = None) -> dict[str, Any]:
-    """One output record: a landmark, "no landmark" (score below the tagging threshold) or an error."""
-    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    """One output record: a landmark, "no landmark" (score below the tagging threshold) or an error.
+
+    `top5` lists the most probable landmarks whatever the verdict (a "no landmark" photo still has them)."""
+    row: dict[str, Any] = dict.fromkeys(FIELDS)
     row["path"] = str(path)
     if probs is None or score is None:
         row.update(status="error", error=error)
         return row
     k = int(np.argmax(probs))
     row.update(status="ok", confidence=round(float(probs[k]), 6), score=round(float(score), 6))
+    row["top5"] = [{"landmark_id": int(predictor.classes[j]["landmark_id"]), "name": display_name(predictor.classes[j]),
+                    "probability": round(float(probs[j]), 6)} for j in ranked(probs, TOP_K)]
     if score < predictor.threshold:
         row["name"] = NO_LANDMARK
         return row
@@ -137,11 +149,17 @@ def result_row(path: Path, probs: np.ndarray | None, score: float | None, predic
     return row
 
 
+def row_of(result: Result, predictor: LoadedPredictor) -> dict[str, Any]:
+    """The output record of one prediction (or of the error that stopped it), keyed by its path."""
+    error = None if result.error is None else describe_error(result.error)
+    return result_row(result.key, result.probs, result.score, predictor, error=error)
+
+
 def format_rows(rows: list[dict[str, Any]], as_json: bool) -> str:
     if as_json:
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
     return buf.getvalue()
@@ -160,8 +178,8 @@ def tag_files(
     rows = []
     with tqdm(total=len(files), unit="img", desc="tag", file=sys.stderr, disable=None if progress else True,
               dynamic_ncols=True) as bar:
-        for path, probs, score, error in predict_in_batches(predictor, images, batch_size=batch_size):
-            rows.append(result_row(path, probs, score, predictor, error=None if error is None else describe_error(error)))
+        for result in predict_in_batches(predictor, images, batch_size=batch_size):
+            rows.append(row_of(result, predictor))
             bar.update(1)
     return rows
 
@@ -228,7 +246,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{path}: error: {describe_error(error)}", file=sys.stderr)
             continue
-        order = np.argsort(-probs, kind="stable")[:k]
+        order = ranked(probs, k)
         names = [display_name(predictor.classes[j]) for j in order]
         row = result_row(path, probs, score, predictor)
         if row["landmark_id"] is not None:
@@ -286,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tag", help="tag photos and folders of photos; writes CSV (default) or JSON",
                        description="One row per file: path, status (ok/error), landmark_id, name, hashtag, "
                                    "confidence (probability of the best landmark), score (how much the photo looks "
-                                   "like that landmark's training photos), category info, error. Below the model's "
+                                   "like that landmark's training photos), category info, error; JSON rows also have "
+                                   "top5 (the most probable landmarks with their probabilities). Below the model's "
                                    f"tagging threshold the name is '{NO_LANDMARK}' and the landmark fields are empty.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="photos and folders (searched recursively)")
     p.add_argument("--json", action="store_true", help="write JSON instead of CSV")

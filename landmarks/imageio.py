@@ -58,7 +58,9 @@ def decode_image(
     except Image.DecompressionBombError as e:
         raise ImageError("too_large", str(e)) from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError("not_an_image", str(e)) from e
+        # For bytes Pillow names the BytesIO object, a memory address that means nothing to whoever sent them.
+        detail = str(e).replace(f" {fp!r}", "") if isinstance(fp, io.BytesIO) else str(e)
+        raise ImageError("not_an_image", detail) from e
     try:
         width, height = img.size
         if width * height > max_pixels:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from torch import nn
 
-from landmarks.cli import COLUMNS, NO_LANDMARK, find_images, hashtag, load_image, main
+from landmarks.cli import COLUMNS, FIELDS, NO_LANDMARK, find_images, hashtag, load_image, main
 from landmarks.export import build_onnx, build_predictor, build_program
 from landmarks.openset import Tagger, build_tagger, gallery_record
 from landmarks.predictor_file import load_predictor, onnx_bytes, predictor_bytes, predictor_format, program_bytes
@@ -135,10 +135,25 @@ def test_tag_rows_carry_name_hashtag_and_category(photos: Path, model: Path, cap
     code, rows, _ = tag_json(capsys, str(photos / "good.jpg"), "--model", str(model))
     assert code == 0 and len(rows) == 1
     r = rows[0]
-    assert list(r) == list(COLUMNS)
+    assert list(r) == list(FIELDS) == [*COLUMNS, "top5"]
     c = next(c for c in CLASSES if c["landmark_id"] == r["landmark_id"])
     assert r["name"] == c["name"] and r["hashtag"] == hashtag(c["name"]) and r["category"] == c["category"]
     assert r["wikidata_id"] == (c["wikidata_id"] or None) and r["latitude"] == (c["latitude"] or None)
+
+
+def test_json_rows_rank_the_top_landmarks_and_csv_leaves_them_out(photos: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    strict = write_predictor(tmp_path / "strict.pt", NEVER)  # "no landmark" photos still get their top landmarks
+    _, rows, _ = tag_json(capsys, str(photos / "good.jpg"), str(photos / "empty.jpg"), "--model", str(strict))
+    ok, error = rows
+    assert ok["name"] == NO_LANDMARK and error["top5"] is None
+    probabilities = [t["probability"] for t in ok["top5"]]
+    assert len(ok["top5"]) == len(CLASSES) and probabilities == sorted(probabilities, reverse=True)
+    assert probabilities[0] == ok["confidence"] and sum(probabilities) == pytest.approx(1, abs=1e-5)
+    assert {t["landmark_id"] for t in ok["top5"]} == {c["landmark_id"] for c in CLASSES}
+    assert ok["top5"][0]["name"] in {c["name"] for c in CLASSES}
+    assert main(["tag", str(photos / "good.jpg"), "--model", str(strict)]) == 0
+    assert "top5" not in capsys.readouterr().out
 
 
 def test_tag_writes_csv_to_stdout_or_a_file(photos: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
