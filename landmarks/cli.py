@@ -2,8 +2,9 @@
 
     landmarks predict IMAGE... [--top-k 5] [--model models/predictor.pt2] [--plot out.png]
     landmarks tag PATH... [--json] [--output FILE] [--batch-size 8] [--model models/predictor.pt2]
+    landmarks serve [--host 127.0.0.1] [--port 8000] [--model models/predictor.pt2] (see landmarks/serve.py)
 
-Both use only a predictor file (landmarks.predictor_file: .pt2, .pt or .onnx, with the
+All use only a predictor file (landmarks.predictor_file: .pt2, .pt or .onnx, with the
 classes/tagging/preprocess JSON inside it), so they need torch (onnxruntime for .onnx) and Pillow
 but none of the training code. Without --model they take models/predictor.pt2, the torch.export
 program, and fall back to the TorchScript models/predictor.pt where that is missing or does not load
@@ -36,6 +37,7 @@ from landmarks.batching import DEFAULT_BATCH_SIZE, PredictionFailed, Result, pre
 from landmarks.files import atomic_write_bytes
 from landmarks.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from landmarks.predictor_file import LoadedPredictor, PredictorFileError, display_name, load_predictor
+from landmarks.service import ServeOptions
 
 # Without --model: the torch.export program, else TorchScript (deprecated by torch, but it loads on any version).
 DEFAULT_MODELS = ("models/predictor.pt2", "models/predictor.pt")
@@ -272,6 +274,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# ----------------------------------------------------------------------------- serve
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from landmarks.serve import serve  # FastAPI and uvicorn only for this command
+
+    options = ServeOptions(max_body_mb=args.max_body_mb, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                           max_queue=args.max_queue, max_pixels=args.max_pixels)
+    return serve(open_predictor(args.model, args.threads), host=args.host, port=args.port, options=options)
+
+
 # ----------------------------------------------------------------------------- main
 
 def _positive(text: str) -> int:
@@ -279,6 +291,22 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not >= 1")
     return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
+def _at_least(low: float, *, inclusive: bool) -> Any:
+    def check(text: str) -> float:
+        value = float(text)
+        if not (value >= low if inclusive else value > low):
+            raise argparse.ArgumentTypeError(f"{value} is not {'>=' if inclusive else '>'} {low}")
+        return value
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +342,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"images per forward pass (default {DEFAULT_BATCH_SIZE})")
     common(p)
     p.set_defaults(func=cmd_tag)
+
+    d = ServeOptions()
+    p = sub.add_parser("serve", help="tag photos over HTTP, with a page to try it (GET /, GET /health, POST /tag)",
+                       description="POST /tag takes multipart fields named 'files' and answers a JSON list of the rows "
+                                   "`landmarks tag --json` prints. Images from concurrent requests share forward passes.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one, logged at start)")
+    p.add_argument("--max-body-mb", type=_at_least(0, inclusive=False), default=d.max_body_mb,
+                   help=f"refuse request bodies over this many MiB with 413 (default {d.max_body_mb:g})")
+    p.add_argument("--max-batch", type=_positive, default=d.max_batch,
+                   help=f"images per forward pass (default {d.max_batch})")
+    p.add_argument("--max-wait-ms", type=_at_least(0, inclusive=True), default=d.max_wait_ms,
+                   help=f"how long an image waits for same-size partners before its batch runs (default {d.max_wait_ms:g})")
+    p.add_argument("--max-queue", type=_positive, default=d.max_queue,
+                   help=f"images admitted and not yet answered; past it requests get 503 with Retry-After; also "
+                        f"the most files per request (default {d.max_queue})")
+    common(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
