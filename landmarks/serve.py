@@ -5,8 +5,9 @@
     POST /tag     multipart fields named `files` -> one `landmarks tag --json` object per file, in order
 
 What a request goes through, so that the event loop only parses, routes and waits:
-- the body is counted as it arrives and refused with 413 the moment it passes --max-body-mb (BodyLimit);
-  starlette spools uploads over 1 MB to disk, so a request holds little memory while it is parsed;
+- the body is counted as it arrives and refused with 413 the moment it passes --max-body-mb (FastAPI's
+  max_body_size: a Content-Length over it is refused before any body is read, a chunked body at the read
+  that crosses it; uvicorn then discards the rest), and starlette spools uploads over 1 MB to disk;
 - each file's header gives the pixels it will decode to, and the request is admitted only while the
   images and pixels waiting stay within budget, else 503 with Retry-After (service.Admission);
 - photos are decoded in a small thread pool by cli.read_image: decode_image's guarantees (truncated,
@@ -26,9 +27,10 @@ from typing import Any, AsyncIterator, BinaryIO
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile  # what request.form() returns (fastapi's is a subclass)
+from starlette.requests import ClientDisconnect
 
 from landmarks.batching import Result
 from landmarks.cli import read_image, row_of
@@ -37,42 +39,6 @@ from landmarks.service import Admission, BatchWorker, ServeOptions
 
 RETRY_AFTER_S = 1  # a full queue drains in well under a second at the measured throughput
 PAGE = "static/index.html"  # package data, beside this module
-
-
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body over the limit of {limit / 1024 / 1024:g} MB (--max-body-mb)")
-
-
-class BodyLimit:
-    """ASGI middleware: refuse a body over `max_bytes` as it arrives, never buffering more than the limit.
-
-    A Content-Length over the limit is refused before any of the body is read; a body that turns out
-    longer (chunked, or a lying header) raises BodyTooLarge from the read that crosses the limit.
-    uvicorn discards what the client still sends after the response, so the client sees the 413."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            error = BodyTooLarge(self.max_bytes)
-            return await JSONResponse({"detail": error.detail}, error.status_code)(scope, receive, send)
-        received = 0
-
-        async def counted() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        await self.app(scope, counted, send)
 
 
 def decoded_pixels(file: BinaryIO, max_pixels: int) -> int:
@@ -114,8 +80,8 @@ def create_app(predictor: LoadedPredictor, options: ServeOptions = ServeOptions(
             decoder.shutdown(wait=True)
 
     # No /docs or /redoc: those pages load their scripts from a CDN.
-    app = FastAPI(title="landmarks", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes)
+    app = FastAPI(title="landmarks", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  max_body_size=options.max_body_bytes)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
@@ -135,8 +101,11 @@ def create_app(predictor: LoadedPredictor, options: ServeOptions = ServeOptions(
         return row_of(result, predictor)
 
     @app.post("/tag")
-    async def tag(request: Request) -> JSONResponse:
-        form = await request.form(max_files=options.max_queue, max_fields=options.max_queue)
+    async def tag(request: Request) -> Response:
+        try:
+            form = await request.form(max_files=options.max_queue, max_fields=options.max_queue)
+        except ClientDisconnect:  # the client left mid-upload: nobody to answer, nothing worth a traceback
+            return Response(status_code=400)
         try:
             uploads = form.getlist("files")
             if not uploads:
