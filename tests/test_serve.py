@@ -297,9 +297,25 @@ def test_32_clients_for_a_while_get_no_error_from_the_command(model: Path, tmp_p
     assert result.photos >= 32, result  # every client was answered at least once
 
 
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+def test_the_command_serves_every_predictor_format_tag_loads(suffix: str, photos: Path, tmp_path: Path,  # noqa: F811
+                                                             capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_predictor(tmp_path / f"predictor{suffix}", -1.0)
+    names = ["good.jpg", "gray.png", "rotated.jpg", "fake.jpg"]
+    with cli_server(path, tmp_path / "serve.log", "--threads", "1") as base:
+        assert requests.get(f"{base}/health", timeout=30).json()["classes"] == 3
+        served = post(base, *[(n, (photos / n).read_bytes()) for n in names]).json()
+    monkeypatch.chdir(photos)
+    assert main(["tag", *names, "--json", "--model", str(path)]) == 1
+    same_rows(served, json.loads(capsys.readouterr().out))
+    assert [row["status"] for row in served] == ["ok", "ok", "ok", "error"]
+
+
 def test_serve_options_and_their_defaults() -> None:
     args = build_parser().parse_args(["serve"])
-    assert (args.host, args.port, args.model, args.max_body_mb) == ("127.0.0.1", 8000, "models/predictor.pt", 20)
+    # no --model: the CLI's default files (models/predictor.pt2, else .pt), found as `landmarks tag` finds them
+    assert (args.host, args.port, args.model, args.max_body_mb) == ("127.0.0.1", 8000, None, 20)
     d = ServeOptions()
     assert (args.max_batch, args.max_wait_ms, args.max_queue) == (d.max_batch, d.max_wait_ms, d.max_queue)
     for bad in (["--port", "70000"], ["--max-body-mb", "0"], ["--max-wait-ms", "-1"], ["--max-queue", "0"]):
