@@ -1,6 +1,6 @@
 """Benchmark `landmarks serve`: throughput and p50/p99 latency for 1, 8 and 32 concurrent clients.
 
-Starts the real command on a free 127.0.0.1 port, with models/predictor.pt if it exists, else the
+Starts the real command on a free 127.0.0.1 port, with models/predictor.pt2 or .pt if one exists, else the
 predictor bench_predictor.py measures: what the pipeline exports by default (params.yaml's backbone,
 random weights, a gallery, the tagging score), so the forward passes cost what real ones do. With
 --tiny, the tests' tiny predictor instead (VGG at 32 px: the numbers are then mostly HTTP, multipart and
@@ -26,6 +26,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.* when run as a script
 
+from landmarks.cli import DEFAULT_MODELS  # noqa: E402
 from tests.serve_client import Load, cli_server, load  # noqa: E402
 
 PHOTO_SIZE = (427, 320)
@@ -89,14 +90,16 @@ def line(label: str, result: Load) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None,
-                        help="predictor file (default: models/predictor.pt, else the default pipeline's, built here)")
+                        help="predictor file (default: models/predictor.pt2 or .pt, else the default pipeline's, built here)")
     parser.add_argument("--tiny", action="store_true", help="build the tests' tiny predictor instead")
     parser.add_argument("--seconds", type=float, default=5, help="per level (default 5)")
     parser.add_argument("--soak-seconds", type=float, default=20, help="for 32 clients (default 20)")
     parser.add_argument("--threads", default="1", help="the server's --threads (default 1: the clients need the other core)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        model, about = args.model or (REPO / "models" / "predictor.pt"), ""
+        # the file `landmarks serve` would open without --model, if the pipeline has made one
+        found = [REPO / m for m in DEFAULT_MODELS if (REPO / m).is_file()]
+        model, about = args.model or (found[0] if found else REPO / DEFAULT_MODELS[0]), ""
         if args.tiny or not model.exists():
             model, about = build_model(Path(tmp) / "predictor.pt", args.tiny)
         print(f"model: {about or model}   photos: {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG, one per request   "
