@@ -57,14 +57,15 @@ def build_model(path: Path, tiny: bool) -> tuple[Path, str]:
 
 def default_predictor(path: Path, num_classes: int = 50) -> tuple[Path, str]:
     """bench_predictor.py's set-up: params.yaml's `model` (random weights) at its train_transfer preprocessing,
-    a gallery of random embeddings (20 per class) and params.yaml's tagging score, exported as the stage does."""
+    a gallery of random embeddings (20 per class) and params.yaml's tagging score, exported as the stage exports
+    the CLI's default file (.pt2, torch.export)."""
     import torch
 
-    from landmarks.export import build_predictor
+    from landmarks.export import build_program
     from landmarks.models import build_model as build_backbone, split_at_last_linear
     from landmarks.openset import Tagger
     from landmarks.params import load_params
-    from landmarks.predictor_file import predictor_bytes
+    from landmarks.predictor_file import program_bytes
     from landmarks.train_spec import for_transfer
 
     params = load_params(REPO / "params.yaml")
@@ -75,8 +76,8 @@ def default_predictor(path: Path, num_classes: int = 50) -> tuple[Path, str]:
                     torch.arange(num_classes).repeat_interleave(20),
                     score=params.tagging.score, k=params.tagging.neighbours).eval()
     classes = [{"landmark_id": i, "name": f"Landmark {i}"} for i in range(num_classes)]
-    path.write_bytes(predictor_bytes(build_predictor(tagger, spec.preprocess), classes=classes,
-                                     tagging={"threshold": 0.5}, preprocess=spec.preprocess))
+    path.write_bytes(program_bytes(build_program(tagger, spec.preprocess), classes=classes,
+                                   tagging={"threshold": 0.5}, preprocess=spec.preprocess))
     return path, (f"{spec.arch} (random weights), {num_classes} classes, image_size {spec.image_size}, "
                   f"{params.tagging.score} score")
 
@@ -101,7 +102,7 @@ def main() -> int:
         found = [REPO / m for m in DEFAULT_MODELS if (REPO / m).is_file()]
         model, about = args.model or (found[0] if found else REPO / DEFAULT_MODELS[0]), ""
         if args.tiny or not model.exists():
-            model, about = build_model(Path(tmp) / "predictor.pt", args.tiny)
+            model, about = build_model(Path(tmp) / ("predictor.pt" if args.tiny else "predictor.pt2"), args.tiny)
         print(f"model: {about or model}   photos: {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG, one per request   "
               f"server: --threads {args.threads}", flush=True)
         shots = photos()
