@@ -47,7 +47,7 @@ def test_unknown_augmentation_preset_is_a_one_line_error() -> None:
 
 def test_eval_transform_is_exactly_the_predictor_preprocessing() -> None:
     img = _photo(97, 71)
-    x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None]
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None]
     assert torch.equal(eval_transform(**PRE)(img), preprocess_uint8(x, **PRE)[0])
 
 
