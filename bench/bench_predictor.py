@@ -37,7 +37,7 @@ from landmarks.models import build_model, split_at_last_linear  # noqa: E402
 from landmarks.openset import Tagger  # noqa: E402
 from landmarks.params import load_params  # noqa: E402
 from landmarks.predictor_file import load_predictor  # noqa: E402
-from landmarks.train_spec import for_transfer  # noqa: E402
+from landmarks.train_spec import TrainSpec, for_transfer  # noqa: E402
 from landmarks.transforms import preprocess_uint8  # noqa: E402
 
 NUM_CLASSES = 50
@@ -75,6 +75,22 @@ print(time.perf_counter() - t)
 """
 
 
+def bench_tagger(num_classes: int = NUM_CLASSES) -> tuple[Tagger, TrainSpec, list[dict], str]:
+    """The tagger these benchmarks measure: params.yaml's `model` (random weights) at its train_transfer
+    preprocessing, a gallery of random embeddings (20 per class) and params.yaml's tagging score; with
+    its class list and a line that says what it is."""
+    params = load_params(REPO / "params.yaml")
+    spec = for_transfer(params.train_transfer, model=params.model, seed=0, stats={"mean": [0.45] * 3, "std": [0.25] * 3})
+    torch.manual_seed(0)
+    net = split_at_last_linear(build_model(spec.arch, num_classes=num_classes, pretrained=False).eval())
+    tagger = Tagger(net, torch.randn(20 * num_classes, net.last.in_features),
+                    torch.arange(num_classes).repeat_interleave(20),
+                    score=params.tagging.score, k=params.tagging.neighbours).eval()
+    classes = [{"landmark_id": i, "name": f"Landmark {i}"} for i in range(num_classes)]
+    return tagger, spec, classes, (f"{spec.arch}, {num_classes} classes, image_size {spec.image_size}, "
+                                   f"{params.tagging.score} score")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=60, help="timed runs per variant")
@@ -83,19 +99,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = load_params(REPO / "params.yaml")
-    spec = for_transfer(params.train_transfer, model=params.model, seed=0, stats={"mean": [0.45] * 3, "std": [0.25] * 3})
+    tagger, spec, classes, what = bench_tagger()
     pre = spec.preprocess
-    print(f"{spec.arch}, {NUM_CLASSES} classes, image_size {spec.image_size}, {params.tagging.score} score, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-    torch.manual_seed(0)
-    model = build_model(spec.arch, num_classes=NUM_CLASSES, pretrained=False).eval()
-    net = split_at_last_linear(model)
-    dim = net.last.in_features
-    tagger = Tagger(net, torch.randn(20 * NUM_CLASSES, dim), torch.arange(NUM_CLASSES).repeat_interleave(20),
-                    score=params.tagging.score, k=params.tagging.neighbours).eval()
-    classes = [{"landmark_id": i, "name": f"Landmark {i}"} for i in range(NUM_CLASSES)]
+    print(f"{what}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = [tmp / "predictor.pt", tmp / "predictor.pt2", tmp / "predictor.onnx"]

@@ -56,30 +56,16 @@ def build_model(path: Path, tiny: bool) -> tuple[Path, str]:
 
 
 def default_predictor(path: Path, num_classes: int = 50) -> tuple[Path, str]:
-    """bench_predictor.py's set-up: params.yaml's `model` (random weights) at its train_transfer preprocessing,
-    a gallery of random embeddings (20 per class) and params.yaml's tagging score, exported as the stage exports
-    the CLI's default file (.pt2, torch.export)."""
-    import torch
+    """bench_predictor.py's tagger, exported as the stage exports the CLI's default file (.pt2, torch.export)."""
+    from bench_predictor import bench_tagger
 
     from landmarks.export import build_program
-    from landmarks.models import build_model as build_backbone, split_at_last_linear
-    from landmarks.openset import Tagger
-    from landmarks.params import load_params
     from landmarks.predictor_file import program_bytes
-    from landmarks.train_spec import for_transfer
 
-    params = load_params(REPO / "params.yaml")
-    spec = for_transfer(params.train_transfer, model=params.model, seed=0, stats={"mean": [0.45] * 3, "std": [0.25] * 3})
-    torch.manual_seed(0)
-    net = split_at_last_linear(build_backbone(spec.arch, num_classes=num_classes, pretrained=False).eval())
-    tagger = Tagger(net, torch.randn(20 * num_classes, net.last.in_features),
-                    torch.arange(num_classes).repeat_interleave(20),
-                    score=params.tagging.score, k=params.tagging.neighbours).eval()
-    classes = [{"landmark_id": i, "name": f"Landmark {i}"} for i in range(num_classes)]
+    tagger, spec, classes, what = bench_tagger(num_classes)
     path.write_bytes(program_bytes(build_program(tagger, spec.preprocess), classes=classes,
                                    tagging={"threshold": 0.5}, preprocess=spec.preprocess))
-    return path, (f"{spec.arch} (random weights), {num_classes} classes, image_size {spec.image_size}, "
-                  f"{params.tagging.score} score")
+    return path, what.replace(",", " (random weights),", 1)
 
 
 def line(label: str, result: Load) -> str:
