@@ -30,13 +30,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from landmarks.data import LandmarkDataset  # noqa: E402
-from landmarks.devices import autocast_for, make_loader, resolve_num_workers, select_device  # noqa: E402
+from landmarks.devices import make_loader, resolve_num_workers, select_device  # noqa: E402
 from landmarks.imageio import decode_image  # noqa: E402
 from landmarks.models import build_model  # noqa: E402
 from landmarks.optim import build_optimizer, build_scheduler, param_groups  # noqa: E402
 from landmarks.synthetic import generate_dataset  # noqa: E402
 from landmarks.train import train_one_epoch  # noqa: E402
 from landmarks.transforms import preprocess_config, train_inputs  # noqa: E402
+
+from bench_train_loop import bare_epoch  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 STORED_SIZE = 320
 MEAN, STD = [0.5] * 3, [0.5] * 3
@@ -85,21 +87,16 @@ def cpu_seconds() -> float:
 
 
 def step_alone(model, optimizer, scheduler, criterion, device, batch: int, size: int, steps: int) -> float:
-    """images/s of the training step on random batches already on the device (after 3 warm-up steps)."""
+    """images/s of the training step on random batches already on the device (after 3 warm-up steps):
+    bench_train_loop's bare loop over the same batch again and again."""
     x = torch.randn(batch, 3, size, size, device=device)
-    if device.type == "cuda":
+    if device.type == "cuda":  # as bare_epoch converts it, so that the conversion is not timed
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 18, (batch,), device=device)
-    for i in range(3 + steps):
-        if i == 3:
-            sync(device)
-            start = time.perf_counter()
-        with autocast_for(device):
-            loss = criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+    bare_epoch(model, [(x, y)] * 3, optimizer, scheduler, criterion, device, None)
+    sync(device)
+    start = time.perf_counter()
+    bare_epoch(model, [(x, y)] * steps, optimizer, scheduler, criterion, device, None)
     sync(device)
     return steps * batch / (time.perf_counter() - start)
 
