@@ -67,7 +67,7 @@ STARTUP = """
 import sys, time
 t = time.perf_counter()
 sys.path.insert(0, sys.argv[2])
-from landmarks.cli import load_image
+from landmarks.answers import load_image
 from landmarks.predictor_file import load_predictor
 p = load_predictor(sys.argv[1])
 p(load_image(sys.argv[3], resize_size=int(p.preprocess["resize_size"])).unsqueeze(0))

@@ -10,10 +10,10 @@ What a request goes through, so that the event loop only parses, routes and wait
   that crosses it; uvicorn then discards the rest), and starlette spools uploads over 1 MB to disk;
 - each file's header gives the pixels it will decode to, and the request is admitted only while the
   images and pixels waiting stay within budget, else 503 with Retry-After (service.Admission);
-- photos are decoded in a small thread pool by cli.read_image: decode_image's guarantees (truncated,
+- photos are decoded in a small thread pool by answers.read_image: decode_image's guarantees (truncated,
   empty, non-image and bomb files are per-file errors) and the CLI's shape check;
 - one inference thread batches images across requests (service.BatchWorker);
-- each result becomes the row `landmarks tag --json` prints (cli.row_of): one definition of the object.
+- each result becomes the row `landmarks tag --json` prints (answers.row_of): one definition of the object.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from starlette.datastructures import UploadFile  # what request.form() returns (
 from starlette.requests import ClientDisconnect
 
 from landmarks.batching import Result
-from landmarks.cli import read_image, row_of
+from landmarks.answers import read_image, row_of
 from landmarks.predictor_file import LoadedPredictor
 from landmarks.service import Admission, BatchWorker, ServeOptions
 

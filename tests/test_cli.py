@@ -18,7 +18,8 @@ from PIL import Image
 
 from torch import nn
 
-from landmarks.cli import COLUMNS, FIELDS, NO_LANDMARK, find_images, hashtag, load_image, main
+from landmarks.answers import COLUMNS, FIELDS, NO_LANDMARK, hashtag, load_image
+from landmarks.cli import find_images, main
 from landmarks.export import build_onnx, build_predictor, build_program
 from landmarks.openset import Tagger, build_tagger, gallery_record
 from landmarks.predictor_file import load_predictor, onnx_bytes, predictor_bytes, predictor_format, program_bytes

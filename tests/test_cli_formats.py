@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from landmarks.cli import DEFAULT_MODELS, NO_LANDMARK, main
+from landmarks.answers import NO_LANDMARK
+from landmarks.cli import DEFAULT_MODELS, main
 from landmarks.tagging import NEVER
 from tests.test_cli import BAD, GOOD, model, photos, ranked_lines, tag_json, write_predictor  # noqa: F401 (fixtures)
 from tests.test_export import CLASSES, one_thread  # noqa: F401 (one_thread: autouse fixture)
