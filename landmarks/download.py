@@ -1,6 +1,6 @@
 """Many images in parallel: every row of the selection ends as a stored image or as a failure.
 
-Each image is fetched over landmarks.http (one pooled session, separate connect/read timeouts,
+Each image is fetched over landmarks.http (one pooled client, separate connect/read timeouts,
 retries with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx,
 Retry-After honoured up to a cap) within a total deadline (`download.deadline`: no server holds
 a worker longer, however slowly it drips its bytes), size-limited, redirect-checked, fully
@@ -8,11 +8,11 @@ decoded (decompression-bomb limit), resized and stored atomically as
 `<images>/<landmark_id>/<id>.jpg`. Every row ends as an image or as a failure with a short
 reason; nothing is dropped silently. Images already stored are skipped, so a killed run resumes.
 
-Decoding, resizing and encoding cost more CPU than the requests (and requests' own Python holds
-the GIL), so with more than one usable core the rows are spread over worker processes
-(`download.processes`, landmarks.workers), each running its share of the `download.workers`
-threads with its own session; the results come back to one progress bar and one DownloadResult,
-the same as from one process.
+Decoding, resizing and encoding cost more CPU than the requests (and the HTTP client's Python
+holds the GIL), so with more than one usable core the rows are spread over worker processes
+(`download.processes`, landmarks.workers), each keeping its share of the `download.workers`
+requests in flight over its own client; the results come back to one progress bar and one
+DownloadResult, the same as from one process.
 """
 from __future__ import annotations
 
@@ -23,11 +23,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 from urllib.parse import urljoin, urlsplit
 
 import pandas as pd
-import requests
 from tqdm import tqdm
 
 from landmarks.files import atomic_write_bytes
@@ -35,13 +34,15 @@ from landmarks.gldv2 import NO_LANDMARK_ID, image_path, is_valid_id
 from landmarks.http import (
     MAX_BACKOFF,
     MAX_REDIRECTS,
+    REDIRECT_STATUSES,
     REQUEST_ERRORS,
+    Client,
     Deadline,
     FetchError,
     check_status,
     file_url_path,
     iter_body,
-    make_session,
+    release,
     request_error,
     retry,
 )
@@ -55,23 +56,27 @@ FAILURE_COLUMNS = ("id", "url", "landmark_id", "reason")
 REDIRECT_SCHEMES = ("http", "https")
 # Distractor rows come from fetch_csv's own list (rendered or extracted files in data/raw).
 DISTRACTOR_SCHEMES = ("http", "https", "file")
+# Threads per process beyond its share of download.workers (the requests in flight). A thread that
+# has its bytes decodes, resizes and stores them outside the fetch semaphore, so another starts the
+# next request meanwhile: the network keeps download.workers requests in flight while the CPU works.
+FETCH_SLACK = 2
 
 
 # ---------------------------------------------------------------------------------------------
 # One image
 
 
-def _get_once(session: requests.Session, url: str, cfg: DownloadParams, deadline: Deadline) -> bytearray:
+def _get_once(client: Client, url: str, cfg: DownloadParams, deadline: Deadline) -> bytearray:
     """One attempt: GET `url` following at most MAX_REDIRECTS http(s) redirects, read at most
     max_bytes, all before `deadline`."""
     for _ in range(MAX_REDIRECTS + 1):
         timeout = deadline.timeouts(cfg.connect_timeout, cfg.read_timeout)
         try:
-            resp = session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+            resp = client.get(url, timeout=timeout)
         except REQUEST_ERRORS as e:
             raise request_error(e) from e
-        with resp:
-            if resp.is_redirect:
+        try:
+            if resp.status in REDIRECT_STATUSES and "Location" in resp.headers:
                 # Followed by hand so that every hop's scheme is checked before it is requested.
                 try:
                     url = urljoin(url, resp.headers["Location"])
@@ -86,6 +91,8 @@ def _get_once(session: requests.Session, url: str, cfg: DownloadParams, deadline
             if length.isdigit() and int(length) > cfg.max_bytes:
                 raise FetchError("max_bytes_exceeded", f"Content-Length {length} > {cfg.max_bytes}")
             return _read_body(iter_body(resp, deadline, timeout[1]), cfg.max_bytes)
+        finally:
+            release(resp)
     raise FetchError("too_many_redirects", f"more than {MAX_REDIRECTS}")
 
 
@@ -99,7 +106,7 @@ def _read_body(chunks: Iterator[bytes], max_bytes: int) -> bytearray:
     return data
 
 
-def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadParams, schemes: tuple[str, ...],
+def fetch_image_bytes(client: Client, url: str, cfg: DownloadParams, schemes: tuple[str, ...],
                       max_backoff: float = MAX_BACKOFF) -> bytearray:
     """The bytes behind `url` (http, https or file, as `schemes` permit), with retries (no wait longer than
     `max_backoff`, Retry-After included), all within cfg.deadline seconds."""
@@ -109,7 +116,7 @@ def fetch_image_bytes(session: requests.Session, url: str, cfg: DownloadParams, 
     if scheme == "file":
         return read_local_file(url, cfg.max_bytes)
     deadline = Deadline(cfg.deadline)
-    return retry(lambda: _get_once(session, url, cfg, deadline), max_retries=cfg.max_retries,
+    return retry(lambda: _get_once(client, url, cfg, deadline), max_retries=cfg.max_retries,
                  backoff=cfg.backoff, max_backoff=max_backoff, deadline=deadline)
 
 
@@ -127,14 +134,16 @@ def read_local_file(url: str, max_bytes: int) -> bytearray:
         raise FetchError("unreadable", f"{path}: {e}") from e
 
 
-def download_one(session: requests.Session, url: str, target: Path, cfg: DownloadParams,
-                 schemes: tuple[str, ...], max_backoff: float = MAX_BACKOFF) -> str | None:
+def download_one(client: Client, url: str, target: Path, cfg: DownloadParams, schemes: tuple[str, ...],
+                 max_backoff: float = MAX_BACKOFF, slots: ContextManager = contextlib.nullcontext()) -> str | None:
     """Fetch, validate, resize and store one image. Returns None on success, else the failure reason.
 
+    The fetch runs inside `slots` (a semaphore shared by the threads: see FETCH_SLACK).
     Errors writing `target` (disk full, permissions) are not bad data and propagate.
     """
     try:
-        data = fetch_image_bytes(session, url, cfg, schemes, max_backoff)
+        with slots:
+            data = fetch_image_bytes(client, url, cfg, schemes, max_backoff)
         # One full decode: validates the content, applies the pixel limit and EXIF orientation;
         # draft_size lets libjpeg decode big photos at a reduced scale directly.
         img = decode_image(data, max_pixels=cfg.max_pixels, draft_size=cfg.image_size)
@@ -149,11 +158,13 @@ def download_one(session: requests.Session, url: str, target: Path, cfg: Downloa
     return None
 
 
-def _image_worker(cfg: DownloadParams, max_backoff: float, threads: int) -> Callable[[tuple], str | None]:
-    """download_one for a worker process: (url, target, schemes) -> reason, over the process's own
-    session (connections cannot be shared between processes), pooled for its `threads`."""
-    session = make_session(cfg.user_agent, threads, MAX_REDIRECTS)
-    return lambda task: download_one(session, task[0], task[1], cfg, task[2], max_backoff)
+def _image_task(cfg: DownloadParams, max_backoff: float, threads: int) -> Callable[[tuple], str | None]:
+    """download_one for `threads` threads of one process: (url, target, schemes) -> reason, over the
+    process's own client (connections cannot be shared between processes), with all but
+    FETCH_SLACK of the threads' requests in flight at once."""
+    client = Client(cfg.user_agent, threads)
+    slots = threading.BoundedSemaphore(max(1, threads - FETCH_SLACK))
+    return lambda task: download_one(client, task[0], task[1], cfg, task[2], max_backoff, slots)
 
 
 _unexpected_lock = threading.Lock()
@@ -267,14 +278,13 @@ def download_images(
     allowed_schemes: tuple[str, ...] = ("http", "https"),
     max_backoff: float = MAX_BACKOFF,
     progress: bool = True,
-    session: requests.Session | None = None,
 ) -> DownloadResult:
     """Make every row of `rows` (id, url, landmark_id) an image under `images_dir` or a failure.
 
     Landmark rows may use `allowed_schemes` (the dataset's), distractor rows DISTRACTOR_SCHEMES.
     Files already at their target are kept (atomic writes mean they are complete); files in
     `images_dir` that no row targets are deleted first. The work runs in cfg.processes worker
-    processes (fewer for a few rows), or in this one, over `session` if one is given.
+    processes (fewer for a few rows), each with cfg.workers / processes requests in flight.
     """
     images_dir = Path(images_dir)
     rows = rows.reset_index(drop=True)
@@ -288,14 +298,14 @@ def download_images(
 
     urls = rows["url"].tolist()
     schemes = [row_schemes(_parse_landmark_id(v), allowed_schemes) for v in rows["landmark_id"]]
-    processes = 1 if session is not None else min(resolve_processes(cfg.processes, cfg.workers), max(1, len(todo)))
+    processes = min(resolve_processes(cfg.processes, cfg.workers), max(1, len(todo)))
+    threads = cfg.workers + FETCH_SLACK * processes  # every process gets its share and the slack
     if processes == 1:
-        session = session or make_session(cfg.user_agent, cfg.workers, MAX_REDIRECTS)
-        results = run_in_threads(todo, lambda i: download_one(session, urls[i], targets[i], cfg, schemes[i], max_backoff),
-                                 cfg.workers)
+        task = _image_task(cfg, max_backoff, threads)
+        results = run_in_threads(todo, lambda i: task((urls[i], targets[i], schemes[i])), threads)
     else:  # started here, before the progress bar starts its monitor thread
-        results = run_in_processes(((i, (urls[i], targets[i], schemes[i])) for i in todo), _image_worker,
-                                   (cfg, max_backoff), processes=processes, threads=cfg.workers)
+        results = run_in_processes(((i, (urls[i], targets[i], schemes[i])) for i in todo), _image_task,
+                                   (cfg, max_backoff), processes=processes, threads=threads)
     failed = sum(r is not None for r in reasons)
     downloaded = 0
     # closing: on Ctrl-C or an error the workers end here, not whenever the iterator is collected.

@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from tqdm import tqdm
 
 from landmarks.files import publish, sha256_file
 from landmarks.http import (
     MAX_BACKOFF,
     REQUEST_ERRORS,
+    Client,
     FetchError,
     check_status,
     file_url_path,
     iter_body,
-    make_session,
+    release,
     request_error,
     retry,
 )
@@ -50,7 +50,7 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeout: tuple[float, float],
+def _transfer_to_part(client: Client, url: str, part: Path, *, timeout: tuple[float, float],
                       stall: tuple[int, float], progress: bool, desc: str) -> int | None:
     """One attempt to complete `part` from `url`, resuming from its current size with a Range request.
     Returns the total size the server announced (None if unknown). Fails with reason `stalled` when
@@ -58,18 +58,18 @@ def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeou
     offset = _size(part)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        resp = session.get(url, headers=headers, stream=True, timeout=timeout)
+        resp = client.get(url, headers=headers, timeout=timeout)
     except REQUEST_ERRORS as e:
         raise request_error(e) from e
-    with resp:
-        if resp.status_code == 416 and offset:
+    try:
+        if resp.status == 416 and offset:
             total = _content_range_total(resp.headers.get("Content-Range"))
             if total == offset:
                 return total  # the previous run had already received everything
             part.unlink()  # the part is longer than the file (it changed): start over
             raise FetchError("range_not_satisfiable", url, retryable=True, retry_after=0.0)
         check_status(resp)
-        if resp.status_code == 206:
+        if resp.status == 206:
             start = (resp.headers.get("Content-Range", "").split(" ", 1)[-1].split("-", 1)[0]).strip()
             if start != str(offset):
                 part.unlink(missing_ok=True)
@@ -94,6 +94,8 @@ def _transfer_to_part(session: requests.Session, url: str, part: Path, *, timeou
                         raise FetchError("stalled", f"{window_bytes} bytes in {stall_seconds:g} s", retryable=True)
                     window_end, window_bytes = now + stall_seconds, 0
         return total
+    finally:
+        release(resp)
 
 
 def fetch_file(
@@ -151,13 +153,13 @@ def fetch_file(
             raise
         total: int | None = _size(part)
     else:
-        session = make_session(user_agent, pool_size=1)
+        client = Client(user_agent, pool_size=1)
         before = 0
 
         def attempt() -> int | None:
             nonlocal before
             before = _size(part)
-            return _transfer_to_part(session, url, part, timeout=(connect_timeout, read_timeout),
+            return _transfer_to_part(client, url, part, timeout=(connect_timeout, read_timeout),
                                      stall=(stall_bytes, stall_seconds), progress=progress, desc=dest.name)
 
         def log_retry(e: FetchError, delay: float) -> None:

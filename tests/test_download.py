@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import urllib3
 from PIL import Image
 
 from landmarks.download import download_images, prune_images
 from landmarks.gldv2 import image_path
-from landmarks.http import backoff_delay, make_session, parse_retry_after
+from landmarks.http import Client, backoff_delay, parse_retry_after, release
 from landmarks.imageio import decode_image
 from stages.common import ConfigError
 from tests.conftest import download_params
@@ -220,28 +221,33 @@ def test_user_agent_from_params_is_sent(server, tmp_path):
     assert server.requests[0][1]["User-Agent"] == "test-agent/1.0 (me@example.com)"
 
 
-def test_many_requests_are_in_flight_at_once(tmp_path):
+def test_exactly_workers_requests_are_in_flight_at_once(tmp_path):
     with FaultServer(latency=0.5) as server:
         rows = [(i, server.route(f"/{i}.jpg", Respond(body=JPEG)), 0) for i in ids(40)]
         start = time.monotonic()
         result, _ = run(rows, tmp_path, workers=32, read_timeout=5.0)
         assert result.downloaded == 40
-        assert server.max_active >= 32
+        # The threads beyond the workers only decode and store: they never add a request.
+        assert server.max_active == 32
         assert time.monotonic() - start < 3  # sequentially: 40 x 0.5 s = 20 s
-    session = make_session(pool_size=64)
-    assert session.get_adapter("https://x")._pool_maxsize >= 64
-    assert session.get_adapter("http://x")._pool_maxsize >= 64
+    assert Client(pool_size=64).pool_size >= 64  # a keep-alive connection for every thread
 
 
-def test_session_reads_the_environment_once_unless_proxies_need_it(monkeypatch, tmp_path):
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "REQUESTS_CA_BUNDLE"):
+def test_requests_take_the_environments_proxy_unless_no_proxy_names_the_host(monkeypatch):
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    monkeypatch.setenv("CURL_CA_BUNDLE", "/some/bundle.pem")
-    session = make_session()
-    assert session.trust_env is False and session.verify == "/some/bundle.pem"
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert make_session().trust_env is True  # requests then applies the proxy and NO_PROXY per URL
+    url = "http://photos.invalid/a.jpg"  # .invalid never resolves: only a proxy can answer
+    with FaultServer() as proxy:
+        proxy.route(url, Respond(body=JPEG))  # a proxy is asked for the whole URL
+        monkeypatch.setenv("HTTP_PROXY", proxy.url(""))
+        resp = Client().get(url, timeout=(2.0, 2.0))
+        assert resp.status == 200 and resp.read() == JPEG
+        release(resp)
+        assert proxy.requests[0][1]["User-Agent"].startswith("landmarks-pipeline/")
+        monkeypatch.setenv("NO_PROXY", "photos.invalid")
+        with pytest.raises(urllib3.exceptions.NewConnectionError):
+            Client().get(url, timeout=(2.0, 2.0))
+        assert len(proxy.requests) == 1
 
 
 def test_file_urls_go_through_the_same_validation(tmp_path):
