@@ -2,14 +2,19 @@
 
 A local server (a forked process, so it does not share our GIL) serves 2,000 generated JPEGs of
 a few KB to ~100 KB and adds 50 ms of latency to every request, like a distant server. Our
-downloader (params.yaml's `download` settings: 32 workers in one process per usable core, full
-decode + resize + JPEG encode + atomic write per image) fetches all 2,000, first in one process (as before worker processes)
-and then as params.yaml says, and prints the ratio of the two; the sequential loop
+downloader (params.yaml's `download` settings: 32 requests in flight, shared by one process per
+usable core; full decode + resize + JPEG encode + atomic write per image) fetches all 2,000, first
+in one process (as before worker processes) and then as params.yaml says, and prints the ratio of
+the two; the sequential loop
 only GETs the bytes, and is timed on the first 200 and extrapolated (at ~50 ms per request it
 would take ~2 minutes for all). Besides the rate: the CPU per image (this process and its worker
 processes, not the server) and the rate per usable core, the figure to compare across machines.
+A third pass only GETs the bytes with as many requests in flight as ours (no decode, no store): the
+most any downloader can get from this server at that concurrency, so the rate ours reaches is also
+printed as a share of it. On 2 cores, 32 requests at 50 ms latency cap the rate before the CPU does;
+`--workers 64` measures the CPU-bound rate per core.
 Target: ours >= 20x the sequential rate.   Run from the repo root: `python bench/bench_download.py`
-(`--processes N` to compare N worker processes with one).
+(`--processes N` to compare N worker processes with one, `--workers N` to override download.workers).
 """
 from __future__ import annotations
 
@@ -28,9 +33,10 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.faultserver when run as a script
 
-from landmarks.download import download_images  # noqa: E402
+from landmarks.download import download_images, fetch_image_bytes  # noqa: E402
+from landmarks.http import Client  # noqa: E402
 from landmarks.params import DownloadParams, load_params  # noqa: E402
-from landmarks.workers import resolve_processes, usable_cores  # noqa: E402
+from landmarks.workers import resolve_processes, run_in_threads, usable_cores  # noqa: E402
 from tests.faultserver import FaultServer, Respond, make_jpeg  # noqa: E402
 
 LATENCY = 0.05
@@ -53,12 +59,14 @@ def make_images(count: int, seed: int = 0) -> list[bytes]:
     return images
 
 
-def timed_download(frame: pd.DataFrame, cfg: DownloadParams, processes: int, cores: int) -> float:
-    """Download every row into a temp folder with `cfg`; print the rate and CPU; return images/s."""
-    with tempfile.TemporaryDirectory() as tmp:
-        start, cpu_start = time.perf_counter(), cpu_seconds()
-        result = download_images(frame, Path(tmp) / "images", cfg, progress=False)
-        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+def timed_download(frame: pd.DataFrame, folder: Path, cfg: DownloadParams, processes: int, cores: int) -> float:
+    """Download every row into `folder` with `cfg`; print the rate and CPU; return images/s.
+
+    The folders of all passes are deleted together at the end: deleting thousands of files makes
+    ext4 skip their inodes for a while, and the next pass would pay for that in every file it creates."""
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    result = download_images(frame, folder, cfg, progress=False)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     if result.downloaded != len(frame):
         sys.exit(f"error: only {result.downloaded} of {len(frame)} downloaded: {result.failures_by_reason}")
     rate = len(frame) / seconds
@@ -71,14 +79,28 @@ def timed_download(frame: pd.DataFrame, cfg: DownloadParams, processes: int, cor
     return rate
 
 
+def bytes_only(urls: list[str], cfg: DownloadParams) -> float:
+    """Images/s of GETs alone with cfg.workers in flight (the same client, nothing decoded or stored)."""
+    client = Client(cfg.user_agent, cfg.workers)
+    start = time.perf_counter()
+    for _ in run_in_threads(urls, lambda url: fetch_image_bytes(client, url, cfg, ("http",)), cfg.workers):
+        pass
+    rate = len(urls) / (time.perf_counter() - start)
+    print(f"bytes only ({cfg.workers} requests in flight, nothing decoded or stored): {rate:.0f} images/s")
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--sequential", type=int, default=200, help="how many the sequential loop fetches")
     parser.add_argument("--processes", help="override download.processes (auto or a number)")
+    parser.add_argument("--workers", type=int, help="override download.workers (requests in flight)")
     args = parser.parse_args()
 
     cfg = load_params(REPO / "params.yaml").download
+    if args.workers:
+        cfg = dataclasses.replace(cfg, workers=args.workers)
     if args.processes:
         cfg = dataclasses.replace(cfg, processes=args.processes if args.processes == "auto" else int(args.processes))
     processes, cores = resolve_processes(cfg.processes, cfg.workers), usable_cores()
@@ -97,10 +119,14 @@ def main() -> None:
         # One process (the downloader before worker processes) and params' setting, side by side
         # against the same server, so their ratio does not depend on how busy the machine is.
         rates = {}
-        for n in dict.fromkeys((1, processes)):
-            rates[n] = ours = timed_download(frame, dataclasses.replace(cfg, processes=n), n, cores)
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in dict.fromkeys((1, processes)):
+                folder = Path(tmp) / f"{n}-processes"
+                rates[n] = ours = timed_download(frame, folder, dataclasses.replace(cfg, processes=n), n, cores)
         if len(rates) > 1:
             print(f"ratio {processes} processes/1 process: {rates[processes] / rates[1]:.2f} (images/s, and per core)")
+        bound = bytes_only(frame["url"].tolist(), cfg)
+        print(f"ours reaches {ours / bound:.0%} of the bytes-only rate at {cfg.workers} requests in flight")
 
         start = time.perf_counter()
         for _, url, _ in rows[: args.sequential]:

@@ -13,27 +13,37 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-# mkstemp creates files readable by the owner only; written files should get the usual umask mode.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
 COPY_BUFFER = 2**20
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _open_temp_beside(path: Path) -> tuple[int, str]:
+    """A new, empty temp file `.<name>.XXXXXXXX.tmp` in `path`'s folder (made if missing), open for
+    writing. Created with mode 0o666, which the umask turns into the usual mode of new files
+    (mkstemp's is owner-only and would need a chmod: a syscall per stored image)."""
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:  # another writer drew the same name
+            continue
+        except FileNotFoundError:  # the folder does not exist yet: checked only then, not per file
+            path.parent.mkdir(parents=True, exist_ok=True)
+    raise FileExistsError(f"no free temp file name beside {path}")
 
 
 def _write_beside(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Create `path` from what `write(f)` writes into a temp file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _open_temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

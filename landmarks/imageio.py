@@ -69,7 +69,7 @@ def decode_image(
             # draft() keeps both sides >= the requested size, so the shorter side stays >= draft_size.
             img.draft("RGB", (draft_size, draft_size))
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
         return to_rgb(img)
     except ImageError:
         raise
