@@ -305,7 +305,7 @@ def download_images(
         results = run_in_threads(todo, lambda i: task((urls[i], targets[i], schemes[i])), threads)
     else:  # started here, before the progress bar starts its monitor thread
         results = run_in_processes(((i, (urls[i], targets[i], schemes[i])) for i in todo), _image_task,
-                                   (cfg, max_backoff), processes=processes, threads=threads)
+                                   (cfg, max_backoff), processes=processes, threads=threads, pin=True)
     failed = sum(r is not None for r in reasons)
     downloaded = 0
     # closing: on Ctrl-C or an error the workers end here, not whenever the iterator is collected.

@@ -7,8 +7,11 @@ spreads the tasks over worker processes, each running its share of the threads:
 - the parent hands out tasks as the workers finish them (a few per thread in hand), so a slow
   process or a run of slow tasks does not leave the other cores idle, and yields each result as
   it arrives; the caller sees the same (key, result) pairs as from `run_in_threads`;
-- each worker builds its task function once (`make_worker`: sessions, caches) and runs it in its
+- each worker builds its task function once (`make_worker`: clients, caches) and runs it in its
   threads; an exception a task raises is raised again in the parent, with the worker's traceback;
+- with `pin=True` each worker is bound to one core of the parent's (round robin): its threads then
+  hand the GIL over on that core, instead of waking each other across cores (an inter-processor
+  interrupt per handoff, dear in a VM), which cost the downloader a tenth of its throughput;
 - a worker that dies (killed, out of memory, a crash in C) stops the run with a RuntimeError
   naming it; on Ctrl-C or any error the parent ends every worker before it returns, and a worker
   whose parent is gone (even SIGKILLed) stops at once: no process outlives the run.
@@ -118,30 +121,33 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def run_in_processes(items: Iterable[tuple[Any, Any]], make_worker: Callable[..., Callable[[Any], Any]],
-                     args: tuple, *, processes: int, threads: int) -> ProcessRun:
+                     args: tuple, *, processes: int, threads: int, pin: bool = False) -> ProcessRun:
     """Start `processes` workers now, each running `fn = make_worker(*args, its_threads)` in its share of
-    `threads` threads; the returned iterator yields (key, fn(payload)) for each (key, payload) of
-    `items` as they complete. Close it (or exhaust it) to end the workers.
+    `threads` threads (and bound to one core if `pin`, where the platform allows); the returned
+    iterator yields (key, fn(payload)) for each (key, payload) of `items` as they complete. Close it
+    (or exhaust it) to end the workers.
 
     Keys and payloads travel between processes (pickled): keep them small. `make_worker` and `args`
     must be picklable where workers are spawned rather than forked (not on Linux).
     """
     if processes < 1 or threads < processes:
         raise ValueError(f"processes={processes} and threads={threads}: need 1 <= processes <= threads")
-    return ProcessRun(iter(items), make_worker, args, split_threads(threads, processes))
+    cores = sorted(os.sched_getaffinity(0)) if pin and hasattr(os, "sched_setaffinity") else []
+    return ProcessRun(iter(items), make_worker, args, split_threads(threads, processes), cores)
 
 
 class ProcessRun:
     """The workers of one run_in_processes call, and the iterator over their results."""
 
-    def __init__(self, pending: Iterator[tuple[Any, Any]], make_worker: Callable, args: tuple, shares: list[int]):
+    def __init__(self, pending: Iterator[tuple[Any, Any]], make_worker: Callable, args: tuple, shares: list[int],
+                 cores: list[int]):
         ctx = _context()
         self._workers: list[_Worker] = []
         try:
             for k, share in enumerate(shares):
                 self._workers.append(_Worker.start(ctx, make_worker, args, share,
                                                    [c for w in self._workers for c in (w.tasks, w.results)],
-                                                   name=f"worker-{k}"))
+                                                   name=f"worker-{k}", core=cores[k % len(cores)] if cores else None))
             for _ in range(TASKS_PER_THREAD):  # a task per thread to every worker first: a short run is spread too
                 for w in self._workers:
                     w.feed(pending, w.threads)
@@ -187,7 +193,8 @@ class _Worker:
         self.in_hand = 0
 
     @classmethod
-    def start(cls, ctx, make_worker, args, threads: int, parent_ends: list[Connection], name: str) -> _Worker:
+    def start(cls, ctx, make_worker, args, threads: int, parent_ends: list[Connection], name: str,
+              core: int | None) -> _Worker:
         tasks_r, tasks_w = ctx.Pipe(duplex=False)
         results_r, results_w = ctx.Pipe(duplex=False)
         # A forked worker inherits the parent's ends of its own pipes and of the earlier workers'
@@ -195,7 +202,7 @@ class _Worker:
         # on its tasks) while a later one lives. A spawned worker inherits nothing.
         inherited = [tasks_w, results_r, *parent_ends] if ctx.get_start_method() == "fork" else []
         process = ctx.Process(target=_serve, name=name, daemon=True,
-                              args=(tasks_r, results_w, make_worker, (*args, threads), threads, inherited))
+                              args=(tasks_r, results_w, make_worker, (*args, threads), threads, inherited, core))
         process.start()
         # Only the worker keeps its ends: its death then reads as end of file here.
         tasks_r.close()
@@ -241,12 +248,14 @@ class _Worker:
 
 
 def _serve(tasks: Connection, results: Connection, make_worker: Callable, args: tuple, threads: int,
-           inherited: list[Connection]) -> None:
+           inherited: list[Connection], core: int | None) -> None:
     """A worker process: run the tasks that arrive on `tasks` in `threads` threads, send the results back."""
     # Ctrl-C reaches the whole process group; the parent decides what happens (it ends us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for conn in inherited:
         conn.close()
+    if core is not None:
+        os.sched_setaffinity(0, {core})
     fn = make_worker(*args)
     done: queue.SimpleQueue = queue.SimpleQueue()
 

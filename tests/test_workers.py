@@ -63,6 +63,22 @@ def test_every_task_runs_once_in_the_worker_processes():
     assert not multiprocessing.active_children()
 
 
+def affinity_worker(threads: int):
+    return lambda payload: (os.getpid(), tuple(sorted(os.sched_getaffinity(0))))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_pinned_workers_each_run_on_one_core_of_the_parents_in_turn():
+    cores = sorted(os.sched_getaffinity(0))
+    results = dict(run_in_processes([(i, i) for i in range(60)], affinity_worker, (), processes=3, threads=6, pin=True))
+    affinity = dict(results.values())  # pid -> the cores it may run on
+    assert len(affinity) == 3 and all(len(c) == 1 and c[0] in cores for c in affinity.values())
+    # Round robin over the parent's cores: as many distinct cores as there can be.
+    assert len({c[0] for c in affinity.values()}) == min(3, len(cores))
+    unpinned = dict(run_in_processes([(i, i) for i in range(20)], affinity_worker, (), processes=2, threads=2))
+    assert set(dict(unpinned.values()).values()) == {tuple(cores)}
+
+
 def test_threads_yield_the_same_pairs_as_processes():
     items = list(range(50))
     assert sorted(run_in_threads(items, lambda i: i * i, 4)) == [(i, i * i) for i in items]
