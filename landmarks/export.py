@@ -123,7 +123,13 @@ def build_onnx(tagger: Tagger, preprocess: dict[str, Any]) -> Any:
     with torch.no_grad():
         program = torch.onnx.export(module, args, dynamic_shapes=dims, dynamo=True, opset_version=ONNX_OPSET,
                                     input_names=[ONNX_INPUT], output_names=list(ONNX_OUTPUTS), verbose=False)
-    return program.model_proto
+    model = program.model_proto
+    # The exporter notes on every node where it came from, with reprs of Python objects and their memory
+    # addresses: the file would differ on every export, and dvc would see a new model each time.
+    for graph_nodes in (model.graph.node, *(f.node for f in model.functions)):
+        for node in graph_nodes:
+            del node.metadata_props[:]
+    return model
 
 
 # uint8 [B, 3, H, W] -> (probabilities [B, C], scores [B]), tensors or arrays: a LoadedPredictor, a module's tag.
