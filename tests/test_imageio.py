@@ -56,3 +56,22 @@ def test_pixel_limit_refuses_before_decoding() -> None:
 def test_resize_shorter_keeps_aspect_and_never_upscales() -> None:
     assert resize_shorter(Image.new("RGB", (400, 200)), 100).size == (200, 100)
     assert resize_shorter(Image.new("RGB", (40, 20)), 100).size == (40, 20)
+
+
+@pytest.mark.parametrize(("draft_size", "size"), [(None, (20, 40)), (8, (10, 20))])  # draft: libjpeg's 1/2 scale
+def test_exif_orientation_is_applied_so_the_photo_stands_as_taken(draft_size: int | None, size: tuple[int, int]) -> None:
+    # Stored 40 wide x 20 high, red left half, blue right; orientation 6: turn 90 degrees clockwise to view.
+    stored = np.zeros((20, 40, 3), dtype=np.uint8)
+    stored[:, :20, 0] = 255
+    stored[:, 20:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="JPEG", quality=95, exif=exif)
+    img = decode_image(buf.getvalue(), draft_size=draft_size)
+    arr = np.asarray(img).astype(int)
+    assert img.size == size and img.mode == "RGB"
+    h = size[1]
+    top, bottom = arr[: h * 2 // 5].mean(axis=(0, 1)), arr[h * 3 // 5:].mean(axis=(0, 1))
+    assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # the left edge is now the top
+    assert 0x0112 not in img.getexif()  # and nothing downstream turns it a second time
