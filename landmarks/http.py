@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 import certifi
@@ -115,10 +115,21 @@ class Client:
         if proxy is None:
             manager: urllib3.PoolManager = self._direct
         else:
-            manager = self._via.get(proxy) or self._via.setdefault(proxy, urllib3.ProxyManager(proxy, **self._options))
+            manager = self._via.get(proxy) or self._via.setdefault(proxy, _proxy_manager(proxy, self._options))
         return manager.request("GET", url, headers={**self.headers, **headers} if headers else self.headers,
                                preload_content=False, redirect=False, retries=False,
                                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]))
+
+
+def _proxy_manager(proxy: str, options: dict) -> urllib3.ProxyManager:
+    """A pool through `proxy`, authenticating with the user and password in its URL if it has them
+    (as requests does: urllib3 alone would send none)."""
+    parts = urlsplit(proxy)
+    headers = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers = urllib3.make_headers(proxy_basic_auth=credentials)
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
 
 
 def release(resp: Response) -> None:

@@ -1,6 +1,7 @@
 """The image downloader against a local server that injects the internet's faults."""
 from __future__ import annotations
 
+import base64
 import json
 import resource
 import subprocess
@@ -239,11 +240,13 @@ def test_requests_take_the_environments_proxy_unless_no_proxy_names_the_host(mon
     url = "http://photos.invalid/a.jpg"  # .invalid never resolves: only a proxy can answer
     with FaultServer() as proxy:
         proxy.route(url, Respond(body=JPEG))  # a proxy is asked for the whole URL
-        monkeypatch.setenv("HTTP_PROXY", proxy.url(""))
+        monkeypatch.setenv("HTTP_PROXY", proxy.url("").replace("http://", "http://me:p%40ss@"))
         resp = Client().get(url, timeout=(2.0, 2.0))
         assert resp.status == 200 and resp.read() == JPEG
         release(resp)
-        assert proxy.requests[0][1]["User-Agent"].startswith("landmarks-pipeline/")
+        headers = {k.lower(): v for k, v in proxy.requests[0][1].items()}
+        assert headers["user-agent"].startswith("landmarks-pipeline/")
+        assert headers["proxy-authorization"] == "Basic " + base64.b64encode(b"me:p@ss").decode()
         monkeypatch.setenv("NO_PROXY", "photos.invalid")
         with pytest.raises(urllib3.exceptions.NewConnectionError):
             Client().get(url, timeout=(2.0, 2.0))
