@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import pandas as pd
@@ -135,7 +135,8 @@ def read_local_file(url: str, max_bytes: int) -> bytearray:
 
 
 def download_one(client: Client, url: str, target: Path, cfg: DownloadParams, schemes: tuple[str, ...],
-                 max_backoff: float = MAX_BACKOFF, slots: ContextManager = contextlib.nullcontext()) -> str | None:
+                 max_backoff: float = MAX_BACKOFF,
+                 slots: contextlib.AbstractContextManager = contextlib.nullcontext()) -> str | None:
     """Fetch, validate, resize and store one image. Returns None on success, else the failure reason.
 
     The fetch runs inside `slots` (a semaphore shared by the threads: see FETCH_SLACK).
