@@ -113,7 +113,12 @@ def build_program(tagger: Tagger, preprocess: dict[str, Any]) -> torch.export.Ex
     """torch.export the eager tagger behind preprocess_uint8 (forward: tag)."""
     module, args, dims = _export_inputs(tagger, preprocess)
     with torch.no_grad():
-        return torch.export.export(module, args, dynamic_shapes=dims)
+        program = torch.export.export(module, args, dynamic_shapes=dims)
+    # Each node keeps the Python stack it was traced from, with the absolute paths of this checkout and
+    # its venv: the same model exported in another folder would give another file.
+    for node in program.graph.nodes:
+        node.meta.pop("stack_trace", None)
+    return program
 
 
 def build_onnx(tagger: Tagger, preprocess: dict[str, Any]) -> Any:
